@@ -1,0 +1,257 @@
+"""Device profiles: per-device latency lookup tables stored as plain, diffable files.
+
+A profile is a folder ``<name>/`` holding ``profile.json`` (metadata, schema version) and ``lut.csv`` (one row
+per operator). Rows are keyed by OFA's operator key and a resolution; a row whose resolution is empty applies
+at every resolution (our profiler measures each distinct op once), while OFA's tables key some ops per
+resolution (their Conv_2/Logits rows differ between files). Files are written atomically; nothing is pickled.
+
+Profiles are looked up by name in ``$OFAKIT_PROFILE_DIR`` (if set) and then in the profiles shipped with ofakit
+(this package's folder), or by an explicit path to a profile folder.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from ofa_core.errors import UserError
+from ofa_core.ops import MissingOpError, OpSpec, SlotTable
+from ofa_core.space import DEFAULT_RESOLUTIONS, space_for_width
+
+SCHEMA_VERSION = 1
+SHIPPED_DIR = Path(__file__).resolve().parent
+PROFILE_JSON, LUT_CSV = "profile.json", "lut.csv"
+DEFAULT_PROFILE = "cpu-onnxruntime-1t"
+LUT_COLUMNS = ("key", "resolution", "ms", "median_ms", "mean_ms", "std_ms", "iqr_ms", "min_ms", "cv", "n", "rounds")
+
+
+class ProfileError(UserError):
+    """A profile that is missing, corrupt or of another schema version."""
+
+
+@dataclass
+class OpStats:
+    """Latency statistics of one operator (milliseconds). ``ms`` is the value predictions use."""
+
+    key: str
+    ms: float
+    resolution: int | None = None
+    median_ms: float | None = None
+    mean_ms: float | None = None
+    std_ms: float | None = None
+    iqr_ms: float | None = None
+    min_ms: float | None = None
+    cv: float | None = None
+    n: int | None = None
+    rounds: int | None = None
+
+
+@dataclass
+class ProfileMeta:
+    """What a profile describes: device, runtime, execution mode, how it was measured."""
+
+    name: str
+    device: str = ""
+    backend: str = ""
+    width: float = 1.0
+    resolutions: list[int] = field(default_factory=lambda: list(DEFAULT_RESOLUTIONS))
+    batch: int = 1
+    threads: int | None = None
+    mode: str = ""
+    source: str = "measured"
+    created: str = ""
+    ofakit_version: str = ""
+    environment: dict[str, Any] = field(default_factory=dict)
+    method: dict[str, Any] = field(default_factory=dict)
+    calibration: dict[str, Any] = field(default_factory=dict)
+    validation: dict[str, Any] = field(default_factory=dict)
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    schema_version: int = SCHEMA_VERSION
+
+
+class Profile:
+    """A loaded device profile: metadata plus a LUT of :class:`OpStats`."""
+
+    def __init__(self, meta: ProfileMeta, entries: Iterable[OpStats] = (), path: Path | None = None):
+        self.meta = meta
+        self.path = path
+        self._rows: dict[tuple[str, int | None], OpStats] = {}
+        self._table: SlotTable | None = None
+        for e in entries:
+            self.add(e)
+
+    @property
+    def name(self) -> str:
+        return self.meta.name
+
+    def add(self, stats: OpStats) -> None:
+        """Insert or replace one row (a re-measured op replaces its old row, never duplicates it)."""
+        self._rows[(stats.key, stats.resolution)] = stats
+        self._table = None
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def __iter__(self) -> Iterator[OpStats]:
+        return iter(sorted(self._rows.values(), key=lambda s: (s.resolution or 0, s.key)))
+
+    def __contains__(self, key: str) -> bool:
+        return (key, None) in self._rows or any(k == key for k, _ in self._rows)
+
+    def lookup(self, key: str, resolution: int | None = None) -> OpStats:
+        """The row for ``key`` at ``resolution`` (exact, else resolution-free); :class:`MissingOpError` if none."""
+        row = self._rows.get((key, resolution)) or self._rows.get((key, None))
+        if row is None:
+            raise MissingOpError(f"operator missing from profile {self.name!r}: {key}")
+        return row
+
+    def table(self) -> SlotTable:
+        """Vectorized per-slot latency table over the profile's resolutions (built once, then cached)."""
+        if self._table is None:
+            def value(op: OpSpec, r: int) -> float:
+                try:
+                    return self.lookup(op.key, r).ms
+                except MissingOpError:
+                    raise KeyError(op.key) from None
+            self._table = SlotTable(space_for_width(self.meta.width), self.meta.resolutions, value)
+        return self._table
+
+    # --- persistence ---------------------------------------------------------------------------
+    def save(self, folder: str | os.PathLike | None = None) -> Path:
+        """Write ``profile.json`` and ``lut.csv`` atomically into ``folder`` (default: its own path or the
+        profile root). Returns the folder."""
+        target = Path(folder) if folder is not None else (self.path or profile_root() / self.name)
+        target.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(target / LUT_CSV, self.lut_csv_text())
+        atomic_write_text(target / PROFILE_JSON, json.dumps(asdict(self.meta), indent=2, sort_keys=True) + "\n")
+        self.path = target
+        return target
+
+    def lut_csv_text(self) -> str:
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(LUT_COLUMNS)
+        for s in self:
+            w.writerow([_fmt(getattr(s, c)) for c in LUT_COLUMNS])
+        return buf.getvalue()
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return repr(v)
+    return str(v)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to a temp file beside ``path``, fsync it, then rename it over ``path``."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def profile_root() -> Path:
+    """Where new profiles are written: ``$OFAKIT_PROFILE_DIR`` if set, else the shipped profiles folder."""
+    env = os.environ.get("OFAKIT_PROFILE_DIR")
+    return Path(env) if env else SHIPPED_DIR
+
+
+def search_dirs() -> list[Path]:
+    env = os.environ.get("OFAKIT_PROFILE_DIR")
+    return ([Path(env)] if env else []) + [SHIPPED_DIR]
+
+
+def list_profiles() -> list[str]:
+    """Names of every profile found on the search path (first one wins for a repeated name)."""
+    names: dict[str, None] = {}
+    for d in search_dirs():
+        if d.is_dir():
+            for p in sorted(d.iterdir()):
+                if (p / PROFILE_JSON).is_file():
+                    names.setdefault(p.name, None)
+    return list(names)
+
+
+def resolve_profile_path(name_or_path: str | os.PathLike) -> Path:
+    """Folder of a profile given by name or path; :class:`ProfileError` when there is none."""
+    p = Path(name_or_path)
+    if (p / PROFILE_JSON).is_file():
+        return p
+    if p.name == PROFILE_JSON and p.is_file():
+        return p.parent
+    name = str(name_or_path)
+    if "/" not in name and name not in (".", ".."):
+        for d in search_dirs():
+            if (d / name / PROFILE_JSON).is_file():
+                return d / name
+    known = ", ".join(list_profiles()) or "none"
+    raise ProfileError(f"no device profile {name!r} (known: {known})")
+
+
+def load_profile(name_or_path: str | os.PathLike = DEFAULT_PROFILE) -> Profile:
+    """Load a profile by name (search path) or folder path. Errors are :class:`ProfileError` with one line."""
+    folder = resolve_profile_path(name_or_path)
+    try:
+        raw = json.loads((folder / PROFILE_JSON).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ProfileError(f"{folder / PROFILE_JSON}: corrupt profile metadata ({exc})") from None
+    if not isinstance(raw, dict):
+        raise ProfileError(f"{folder / PROFILE_JSON}: corrupt profile metadata (not a JSON object)")
+    version = raw.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise ProfileError(f"{folder / PROFILE_JSON}: schema version {version!r}, this ofakit reads "
+                           f"{SCHEMA_VERSION}")
+    known = {f.name for f in fields(ProfileMeta)}
+    try:
+        meta = ProfileMeta(**{k: v for k, v in raw.items() if k in known})
+        space_for_width(meta.width)
+    except (TypeError, UserError) as exc:
+        raise ProfileError(f"{folder / PROFILE_JSON}: corrupt profile metadata ({exc})") from None
+    return Profile(meta, _read_lut(folder / LUT_CSV), folder)
+
+
+_FLOATS = ("ms", "median_ms", "mean_ms", "std_ms", "iqr_ms", "min_ms", "cv")
+_INTS = ("resolution", "n", "rounds")
+
+
+def _read_lut(path: Path) -> list[OpStats]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ProfileError(f"{path}: cannot read lookup table ({exc.strerror})") from None
+    reader = csv.DictReader(io.StringIO(text))
+    if reader.fieldnames is None or not {"key", "ms"} <= set(reader.fieldnames):
+        raise ProfileError(f"{path}: corrupt lookup table (header must name at least key and ms)")
+    out = []
+    for line, row in enumerate(reader, start=2):
+        try:
+            kw: dict[str, Any] = {"key": row["key"]}
+            for c in _FLOATS:
+                if row.get(c):
+                    kw[c] = float(row[c])
+            for c in _INTS:
+                if row.get(c):
+                    kw[c] = int(row[c])
+            OpSpec.from_key(kw["key"])
+            if not math.isfinite(kw["ms"]) or kw["ms"] < 0:
+                raise ValueError(f"bad latency {kw['ms']}")
+        except (KeyError, ValueError, TypeError) as exc:
+            raise ProfileError(f"{path}:{line}: corrupt lookup table row ({exc})") from None
+        out.append(OpStats(**kw))
+    return out

@@ -1,0 +1,59 @@
+"""``ofakit`` console entry point.
+
+Each command family lives in one module of :mod:`ofakit.commands` exposing ``register(app)``; adding a command
+means adding a module name to :data:`COMMAND_MODULES`. Heavy imports (torch, onnxruntime) happen inside the
+commands, so ``ofakit --help`` stays fast. A :class:`~ofa_core.errors.UserError` or a usage mistake prints one
+line on stderr and exits with code 2.
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import Sequence
+
+import click
+import typer
+
+from ofa_core.errors import UserError
+
+COMMAND_MODULES = ("run", "export", "profile", "validate", "devices", "predict", "search", "train")
+
+app = typer.Typer(
+    name="ofakit",
+    help="Once-for-All for many devices: profile operators, build device LUTs, predict, search, export.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+for _name in COMMAND_MODULES:
+    importlib.import_module(f"ofakit.commands.{_name}").register(app)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns (and exits with) the command's exit code."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        rv = app(args=args, prog_name="ofakit", standalone_mode=False)
+        code = rv if isinstance(rv, int) else 0
+    except click.exceptions.Exit as exc:
+        code = exc.exit_code
+    except click.exceptions.Abort:
+        print("ofakit: aborted", file=sys.stderr)
+        code = 130
+    except click.exceptions.ClickException as exc:
+        print(f"ofakit: error: {exc.format_message()}", file=sys.stderr)
+        code = 2
+    except UserError as exc:
+        print(f"ofakit: error: {exc}", file=sys.stderr)
+        code = 2
+    except (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as exc:
+        print(f"ofakit: error: {exc.filename or ''}: {exc.strerror}", file=sys.stderr)
+        code = 2
+    except KeyboardInterrupt:
+        print("ofakit: interrupted", file=sys.stderr)
+        code = 130
+    if argv is None:
+        sys.exit(code)
+    return code

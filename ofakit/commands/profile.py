@@ -1,0 +1,6 @@
+"""`ofakit profile` (being written)."""
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Add this module's commands to `app`."""
