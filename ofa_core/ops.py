@@ -252,6 +252,8 @@ class SlotTable:
                         for ei, e in enumerate(spec.e_choices):
                             b = s * MAX_DEPTH + i
                             self.blocks[ri, b, ki, ei] = get(block_op(spec, s, i, sz, k, e), (ri, b, ki, ei))
+        flat = self.blocks.reshape(R, N_BLOCKS, nk * ne)
+        self._flat = np.concatenate([flat, np.zeros((R, N_BLOCKS, 1))], axis=2).ravel()
 
     def _indices(self, batch: ArchBatch) -> np.ndarray:
         r = batch.r
@@ -267,8 +269,11 @@ class SlotTable:
         """(N, 20) value of each block slot (0 for skipped blocks)."""
         b = as_batch(archs)
         ri = self._indices(b)
-        vals = self.blocks[ri[:, None], np.arange(N_BLOCKS)[None, :], self._kmap[b.ks], self._emap[b.e]]
-        return np.where(b.active_mask(), vals, 0.0)
+        nke = self.blocks.shape[2] * self.blocks.shape[3]
+        code = self._kmap[b.ks] * self.blocks.shape[3] + self._emap[b.e]
+        code = np.where(b.active_mask(), code, nke)  # the extra zero column stands for a skipped block
+        flat_index = (ri[:, None] * N_BLOCKS + np.arange(N_BLOCKS)) * (nke + 1) + code
+        return self._flat.take(flat_index)
 
     def evaluate(self, archs: "ArchBatch | Sequence[ArchConfig]") -> np.ndarray:
         """(N,) sum of the values of every op of each subnet."""

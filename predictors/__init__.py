@@ -1,1 +1,1 @@
-"""predictors package."""
+"""Latency and accuracy predictors. Every predictor has ``predict(archs) -> np.ndarray`` over a batch."""

@@ -1,0 +1,77 @@
+"""Interop with OFA's latency tables: a folder of ``<R>_lookup_table.yaml`` files, one per resolution, each a
+mapping ``key -> {count, mean, std}`` in milliseconds.
+
+Import keeps every entry of every file (OFA re-measured the resolution-independent head ops per file, so they are
+stored per resolution); export writes the same files back, entry for entry, with the same numbers.
+"""
+from __future__ import annotations
+
+import re
+from datetime import datetime, timezone
+from pathlib import Path
+
+import yaml
+
+from ofa_core import __version__
+from ofa_core.errors import UserError
+from ofa_core.ops import OpSpec, resolution_ops
+from ofa_core.space import space_for_width
+
+from . import OpStats, Profile, ProfileMeta, atomic_write_text
+
+_FILE_RE = re.compile(r"(\d+)_lookup_table\.ya?ml")
+
+
+def import_ofa(folder: str | Path, name: str, width: float) -> Profile:
+    """Read OFA's YAML tables from ``folder`` into a profile named ``name`` for the width-``width`` space.
+
+    Every key must parse and belong to the space at that width and resolution (a wrong ``--width`` is caught).
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UserError(f"{folder}: not a folder of OFA lookup tables")
+    files = sorted((int(m.group(1)), p) for p in folder.iterdir() if (m := _FILE_RE.fullmatch(p.name)))
+    if not files:
+        raise UserError(f"{folder}: no <R>_lookup_table.yaml files")
+    spec = space_for_width(width)
+    entries: list[OpStats] = []
+    for r, path in files:
+        try:
+            data = yaml.load(path.read_text(encoding="utf-8"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        except yaml.YAMLError as exc:
+            raise UserError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        if not isinstance(data, dict):
+            raise UserError(f"{path}: expected a mapping of operator keys")
+        expected = {op.key for op in resolution_ops(spec, r)}
+        for key, stats in data.items():
+            OpSpec.from_key(str(key))
+            if key not in expected:
+                raise UserError(f"{path}: operator {key} is not in the width-{spec.width_mult} space at r={r} "
+                                f"(wrong --width?)")
+            if not isinstance(stats, dict) or not {"count", "mean", "std"} <= set(stats):
+                raise UserError(f"{path}: entry {key} needs count, mean and std")
+            entries.append(OpStats(key=key, ms=float(stats["mean"]), resolution=r, mean_ms=float(stats["mean"]),
+                                   std_ms=float(stats["std"]), n=int(stats["count"])))
+    meta = ProfileMeta(name=name, device=name, backend="ofa-lut", width=spec.width_mult,
+                       resolutions=[r for r, _ in files], source=f"ofa-import:{folder.name}",
+                       created=datetime.now(timezone.utc).isoformat(timespec="seconds"), ofakit_version=__version__,
+                       method={"statistic": "mean", "note": "imported from OFA lookup tables"})
+    return Profile(meta, entries)
+
+
+def export_ofa(profile: Profile, folder: str | Path) -> list[Path]:
+    """Write the profile as OFA YAML tables (one file per resolution of the profile) into ``folder``."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    spec = space_for_width(profile.meta.width)
+    written = []
+    for r in profile.meta.resolutions:
+        table = {}
+        for op in sorted(resolution_ops(spec, r), key=lambda o: o.key):
+            s = profile.lookup(op.key, r)
+            table[op.key] = {"count": int(s.n or 0), "mean": float(s.mean_ms if s.mean_ms is not None else s.ms),
+                             "std": float(s.std_ms or 0.0)}
+        path = folder / f"{r}_lookup_table.yaml"
+        atomic_write_text(path, yaml.safe_dump(table, sort_keys=True, default_flow_style=False))
+        written.append(path)
+    return written

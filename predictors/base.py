@@ -1,0 +1,22 @@
+"""The predictor interface shared by search, validate and the CLI.
+
+A predictor is any object with ``predict(archs) -> np.ndarray`` taking an :class:`~ofa_core.space.ArchBatch`
+(or a list of :class:`~ofa_core.space.ArchConfig`) and returning one float per subnet: milliseconds for latency
+predictors, top-1 accuracy as a fraction for accuracy predictors.
+"""
+from __future__ import annotations
+
+from typing import Protocol, Sequence, Union, runtime_checkable
+
+import numpy as np
+
+from ofa_core.space import ArchBatch, ArchConfig
+
+Archs = Union[ArchBatch, ArchConfig, Sequence[ArchConfig]]
+
+
+@runtime_checkable
+class Predictor(Protocol):
+    def predict(self, archs: Archs) -> np.ndarray:
+        """One value per subnet, shape (N,)."""
+        ...
