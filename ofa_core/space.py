@@ -105,6 +105,8 @@ class SpaceSpec:
 
 def space_for_width(width: float) -> SpaceSpec:
     """The space of a supernet with width multiplier ``width`` (cached)."""
+    if isinstance(width, bool) or not isinstance(width, (int, float, np.integer, np.floating)):
+        raise ArchError(f"width: must be a number in (0, 4], got {width!r}")
     key = round(float(width), 6)
     if key not in _SPACES:
         _SPACES[key] = SpaceSpec(width_mult=key)
@@ -351,19 +353,34 @@ def _one_hot(values: np.ndarray, choices: Sequence[int]) -> np.ndarray:
     return (lut[values][..., None] == np.arange(len(choices))).astype(np.float32)
 
 
+def _fill_block_one_hots(b: ArchBatch, out: np.ndarray) -> int:
+    """Scatter the ks one-hots then the e one-hots (20 blocks x choices each, skipped blocks all zero) into the
+    zero-initialised ``out``; returns the number of columns written. Values outside the choices raise."""
+    active = b.active_mask().astype(np.float32)
+    rows = np.arange(len(b))[:, None]
+    col = 0
+    for name, values, choices in (("ks", b.ks, KS_CHOICES), ("e", b.e, E_CHOICES)):
+        lut = np.full(max(choices) + 1, -1, dtype=np.int64)
+        lut[list(choices)] = np.arange(len(choices))
+        idx = lut[np.clip(values, 0, lut.size - 1)]
+        bad = (idx < 0) | (values < 0) | (values >= lut.size)
+        if bad.any():
+            raise ArchError(f"{name}: {values[bad][0]} is not one of {list(choices)}")
+        out[rows, col + np.arange(N_BLOCKS) * len(choices) + idx] = active
+        col += N_BLOCKS * len(choices)
+    return col
+
+
 def encode_ofa(archs: "ArchBatch | Sequence[ArchConfig]") -> np.ndarray:
     """OFA's 128-dim encoding: ks one-hot (20x3), e one-hot (20x3), skipped blocks zero, r one-hot at (r-112)//16."""
     b = as_batch(archs)
-    n = len(b)
-    mask = b.active_mask()[..., None]
-    ks = (_one_hot(b.ks, KS_CHOICES) * mask).reshape(n, -1)
-    e = (_one_hot(b.e, E_CHOICES) * mask).reshape(n, -1)
     idx = (b.r - 112) // 16
     if np.any((idx < 0) | (idx > 7)):
         raise ArchError("r: OFA's encoding covers resolutions 112..239 only")
-    r = np.zeros((n, 8), dtype=np.float32)
-    r[np.arange(n), idx] = 1.0
-    return np.concatenate([ks, e, r], axis=1)
+    out = np.zeros((len(b), 128), dtype=np.float32)
+    col = _fill_block_one_hots(b, out)
+    out[np.arange(len(b)), col + idx] = 1.0
+    return out
 
 
 def encode_general(archs: "ArchBatch | Sequence[ArchConfig]") -> np.ndarray:
@@ -371,10 +388,11 @@ def encode_general(archs: "ArchBatch | Sequence[ArchConfig]") -> np.ndarray:
     and the resolution scaled to [0, 1] over 128..224 plus its square (effects grow with pixel count)."""
     b = as_batch(archs)
     n = len(b)
-    mask = b.active_mask()[..., None]
-    ks = (_one_hot(b.ks, KS_CHOICES) * mask).reshape(n, -1)
-    e = (_one_hot(b.e, E_CHOICES) * mask).reshape(n, -1)
+    out = np.zeros((n, 137), dtype=np.float32)
+    col = _fill_block_one_hots(b, out)
     d = _one_hot(b.d, D_CHOICES).reshape(n, -1)
-    r = ((b.r.astype(np.float32) - 128.0) / 96.0)[:, None]
-    return np.concatenate([ks, e, d, r, r * r], axis=1).astype(np.float32)
-
+    out[:, col:col + d.shape[1]] = d
+    r = (b.r.astype(np.float32) - 128.0) / 96.0
+    out[:, -2] = r
+    out[:, -1] = r * r
+    return out

@@ -16,6 +16,10 @@ import typer
 
 from ofa_core.errors import UserError
 
+# typer >= 0.2x vendors click (typer._click): its usage errors derive from typer.TyperException, not click's.
+_USAGE_ERRORS = (click.exceptions.ClickException, getattr(typer, "TyperException", click.exceptions.ClickException))
+_ABORTS = (click.exceptions.Abort, typer.Abort)
+
 COMMAND_MODULES = ("run", "export", "profile", "validate", "devices", "predict", "search", "train")
 
 app = typer.Typer(
@@ -39,11 +43,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = rv if isinstance(rv, int) else 0
     except click.exceptions.Exit as exc:
         code = exc.exit_code
-    except click.exceptions.Abort:
+    except _ABORTS:
         print("ofakit: aborted", file=sys.stderr)
         code = 130
-    except click.exceptions.ClickException as exc:
-        print(f"ofakit: error: {exc.format_message()}", file=sys.stderr)
+    except _USAGE_ERRORS as exc:
+        print(f"ofakit: error: {' '.join(exc.format_message().split())}", file=sys.stderr)  # one line
         code = 2
     except UserError as exc:
         print(f"ofakit: error: {exc}", file=sys.stderr)

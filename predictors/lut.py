@@ -1,19 +1,174 @@
-"""The plain lookup-table predictor: a subnet's latency is the sum of its operators' latencies."""
+"""Lookup-table predictors: a subnet's latency is a sum over its operators.
+
+:class:`LUTPredictor` is the plain sum of the profile's per-op latencies. :class:`CalibratedLUTPredictor` corrects
+it with a linear model fitted on a few whole subnets measured on the device: ``a * LUT sum + b * params (M) +
+c * number of ops + d`` (features configurable), fitted on relative error with a Huber loss. An op timed alone keeps its weights in cache while a whole
+network streams them, and every network pays fixed per-run costs, so the plain sum runs low on CPUs; the
+correction is linear in per-op quantities, so it folds into one per-op table and predicts exactly as fast as the
+plain sum. Fitted parameters are stored in the profile's ``calibration`` (plain JSON).
+"""
 from __future__ import annotations
+
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from device_profiles import Profile, load_profile
-from ofa_core.space import as_batch
+from device_profiles import Profile, ProfileError, load_profile
+from ofa_core.ops import STEM, MissingOpError, OpSpec, SlotTable
+from ofa_core.errors import UserError
+from ofa_core.space import ArchConfig, as_batch, space_for_width
 
 from .base import Archs
+
+# Per-op features of the calibration model; a subnet's feature is the sum over its ops.
+FEATURES: dict[str, Callable[[OpSpec, float], float]] = {
+    "lut_ms": lambda op, ms: ms,
+    "params_m": lambda op, ms: op.params / 1e6,
+    "macs_g": lambda op, ms: op.macs / 1e9,
+    "n_ops": lambda op, ms: 1.0,
+    "input_area": lambda op, ms: op.in_shape[0] * op.in_shape[1] / 224.0 ** 2 if op.kind == STEM else 0.0,
+}
+DEFAULT_FEATURES = ("lut_ms", "params_m", "n_ops")
+CALIBRATION_MODEL = "linear-per-op-v1"
+
+
+def _as_profile(profile: Profile | str) -> Profile:
+    return load_profile(profile) if isinstance(profile, str) else profile
+
+
+def calibration_archs(profile: Profile) -> list[ArchConfig]:
+    """The subnets a profile's calibration was fitted on (never to be reused as test subnets)."""
+    out = []
+    for a in (profile.meta.calibration or {}).get("fit_archs", []):
+        try:
+            out.append(ArchConfig.from_json(a) if isinstance(a, str) else ArchConfig.from_ofa_dict(a))
+        except (UserError, TypeError) as exc:
+            raise ProfileError(f"profile {profile.name!r}: unreadable calibration subnet ({exc})") from None
+    return out
 
 
 class LUTPredictor:
     """Vectorized LUT sum over a device profile (milliseconds)."""
 
     def __init__(self, profile: Profile | str):
-        self.profile = load_profile(profile) if isinstance(profile, str) else profile
+        self.profile = _as_profile(profile)
 
     def predict(self, archs: Archs) -> np.ndarray:
         return self.profile.table().evaluate(as_batch(archs))
+
+
+class CalibratedLUTPredictor:
+    """LUT sum corrected by a linear model fitted on measured whole subnets (scikit-learn style: ``fit`` returns
+    self; fitted attributes ``coef_``, ``intercept_``). Without ``fit``, it uses the calibration stored in the
+    profile."""
+
+    def __init__(self, profile: Profile | str, features: Sequence[str] = DEFAULT_FEATURES, loss: str = "huber"):
+        self.profile = _as_profile(profile)
+        self.features = tuple(features)
+        self.loss = loss
+
+    # --- fitting ------------------------------------------------------------------------------------------------
+    def feature_matrix(self, archs: Archs) -> np.ndarray:
+        """(N, F) per-subnet sums of the per-op features."""
+        b = as_batch(archs)
+        return np.stack([self._table(lambda op, ms, f=f: FEATURES[f](op, ms)).evaluate(b) for f in self.features],
+                        axis=1)
+
+    def fit(self, archs: Archs, measured_ms: Sequence[float]) -> "CalibratedLUTPredictor":
+        """Fit on relative error ``pred / measured - 1``: least squares (``loss="squared"``) or Huber
+        (``loss="huber"``, default: iteratively reweighted, so one subnet measured in a slow spell does not tilt
+        the fit)."""
+        if self.loss not in ("huber", "squared"):
+            raise ValueError(f"loss must be 'huber' or 'squared', got {self.loss!r}")
+        unknown = [f for f in self.features if f not in FEATURES]
+        if unknown:
+            raise ValueError(f"unknown calibration feature {unknown[0]!r} (known: {', '.join(FEATURES)})")
+        y = np.asarray(measured_ms, dtype=float)
+        X = self.feature_matrix(archs)
+        ok = np.isfinite(y) & (y > 0)
+        if ok.sum() < len(self.features) + 1:
+            raise ValueError(f"calibration needs at least {len(self.features) + 1} measured subnets, "
+                             f"got {int(ok.sum())}")
+        A = np.concatenate([X[ok], np.ones((ok.sum(), 1))], axis=1) / y[ok, None]
+        w = np.ones(len(A))
+        for _ in range(50 if self.loss == "huber" else 1):
+            sol, *_ = np.linalg.lstsq(A * np.sqrt(w)[:, None], np.sqrt(w), rcond=None)
+            r = A @ sol - 1.0
+            scale = 1.4826 * np.median(np.abs(r - np.median(r)))
+            if scale <= 1e-12:
+                break
+            c = 1.345 * scale
+            w_new = np.minimum(1.0, c / np.maximum(np.abs(r), 1e-300))
+            if np.allclose(w_new, w, atol=1e-6):
+                break
+            w = w_new
+        self.coef_ = sol[:-1]
+        self.intercept_ = float(sol[-1])
+        self.n_fit_ = int(ok.sum())
+        self._folded = None
+        return self
+
+    def to_calibration(self, archs: Archs | None = None, measured_ms: Sequence[float] | None = None
+                       ) -> dict[str, Any]:
+        """Plain-JSON parameters for ``profile.meta.calibration`` (with the fitting data when given)."""
+        self._check_fitted()
+        out: dict[str, Any] = {"model": CALIBRATION_MODEL, "features": list(self.features),
+                               "coef": [float(c) for c in self.coef_], "intercept": self.intercept_,
+                               "n_fit": self.n_fit_, "loss": getattr(self, "loss", "huber")}
+        if archs is not None and measured_ms is not None:
+            b = as_batch(archs)
+            out["fit_archs"] = [a.to_json() for a in b.to_configs()]  # one compact line each
+            out["fit_measured_ms"] = [float(v) for v in measured_ms]
+            err = self.predict(b) / np.asarray(measured_ms, dtype=float) - 1
+            out["fit_rmse_pct"] = float(np.sqrt(np.nanmean(err ** 2)) * 100)
+        return out
+
+    def _check_fitted(self) -> None:
+        if getattr(self, "coef_", None) is not None:
+            return
+        cal = self.profile.meta.calibration
+        if not cal:
+            raise ProfileError(f"profile {self.profile.name!r} has no calibration (measure one with "
+                               f"`ofakit profile`)")
+        self._load(cal)
+
+    def _load(self, cal: Mapping[str, Any]) -> None:
+        try:
+            if cal.get("model") != CALIBRATION_MODEL:
+                raise ValueError(f"model {cal.get('model')!r}")
+            feats = tuple(cal["features"])
+            coef = np.asarray(cal["coef"], dtype=float)
+            if len(coef) != len(feats) or any(f not in FEATURES for f in feats):
+                raise ValueError("features and coef do not match")
+            self.features, self.coef_, self.intercept_ = feats, coef, float(cal["intercept"])
+            self.n_fit_ = int(cal.get("n_fit", 0))
+            self._folded = None
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ProfileError(f"profile {self.profile.name!r}: unreadable calibration ({exc})") from None
+
+    # --- prediction -----------------------------------------------------------------------------------------------
+    def _table(self, value: Callable[[OpSpec, float], float]) -> SlotTable:
+        prof = self.profile
+
+        def v(op: OpSpec, r: int) -> float:
+            try:
+                ms = prof.lookup(op.key, r).ms
+            except MissingOpError:
+                raise KeyError(op.key) from None  # SlotTable names the key if a subnet needs it
+            return value(op, ms)
+        return SlotTable(space_for_width(prof.meta.width), prof.meta.resolutions, v)
+
+    def folded_table(self) -> SlotTable:
+        """One per-op table holding each op's share of the calibrated prediction (intercept on the stem)."""
+        self._check_fitted()
+        if getattr(self, "_folded", None) is None:
+            fns = [FEATURES[f] for f in self.features]
+            coef, icpt = [float(c) for c in self.coef_], self.intercept_
+
+            def value(op: OpSpec, ms: float) -> float:
+                return sum(c * f(op, ms) for c, f in zip(coef, fns)) + (icpt if op.kind == STEM else 0.0)
+            self._folded = self._table(value)
+        return self._folded
+
+    def predict(self, archs: Archs) -> np.ndarray:
+        return self.folded_table().evaluate(as_batch(archs))

@@ -1,1 +1,11 @@
-"""profiler package."""
+"""Measure the elastic operators of the OFA space (and whole subnets) on a device and build its profile.
+
+- :mod:`profiler.items` — what is measured: ops by OFA key, subnets by arch.
+- :mod:`profiler.backends` — one file per backend (onnxruntime, tflite, torch, torch-cuda, ...), registered by
+  decorator: how an item becomes a model file and which worker times it.
+- :mod:`profiler.builder` — the host-side Builder (cached model files, built in parallel).
+- :mod:`profiler.agent.ofakit_agent` — the timing core and measurement loop, one file that also runs on boards.
+- :mod:`profiler.runner` — the local Runner (``profiler.remote`` has the SSH one).
+- :mod:`profiler.pipeline` — profiling and subnet-measuring jobs, journal -> :class:`device_profiles.Profile`.
+- :mod:`profiler.interpolate` — quick mode: ops of unmeasured resolutions from measured ones.
+"""

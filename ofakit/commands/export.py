@@ -1,6 +1,84 @@
-"""`ofakit export` (being written)."""
+"""`ofakit export ARCH.json --format onnx|tflite --out FILE`: export one subnet as a deployable model."""
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Optional
+
 import typer
+
+from ofa_core.errors import UserError
+
+CHECK_TOLERANCE = 1e-4
+
+
+class Format(str, Enum):
+    onnx = "onnx"
+    tflite = "tflite"
+
+
+def _load_supernet_state(path: Path) -> dict:
+    """A supernet state dict saved by training (a plain state dict or under "state_dict"/"model")."""
+    import torch
+
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such weights file") from None
+    except Exception as exc:  # weights_only refuses pickled code; other files are not torch archives
+        raise UserError(f"{path}: not a torch state dict loadable with weights_only=True "
+                        f"({type(exc).__name__})") from None
+    for key in ("state_dict", "model"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+    if not isinstance(obj, dict) or "classifier.linear.weight" not in obj:
+        raise UserError(f"{path}: not an OFAMobileNetV3 supernet state dict (no classifier.linear.weight)")
+    return obj
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to `app`."""
+    """Add `ofakit export` to `app`."""
+
+    @app.command("export")
+    def export(
+        arch: Path = typer.Argument(..., help="Arch JSON: OFA's {\"ks\", \"e\", \"d\", \"r\"} dict."),
+        fmt: Format = typer.Option(..., "--format", "-f", help="Model format."),
+        out: Path = typer.Option(..., "--out", "-o", help="Output file (written atomically)."),
+        width: Optional[float] = typer.Option(None, "--width", help="Width multiplier (default: the file's or 1.0)."),
+        weights: Optional[Path] = typer.Option(
+            None, "--weights", help="Supernet state dict from `ofakit train`; default: fresh weights."),
+        seed: int = typer.Option(0, "--seed", help="Seed for fresh weights and the check input."),
+        check: bool = typer.Option(False, "--check", help="Run the file and compare with torch (max abs diff)."),
+    ) -> None:
+        """Export the subnet of ARCH.json (BN folded, batch 1, NCHW input) to ONNX or TFLite."""
+        import torch
+
+        from ofa_core.export import EXPORTERS, max_abs_diff
+        from ofa_core.space import load_arch
+        from ofa_core.static import build_subnet
+
+        cfg = load_arch(str(arch), width)
+        torch.manual_seed(seed)
+        if weights is not None:
+            from ofa_core.supernet import OFAMobileNetV3
+
+            state = _load_supernet_state(weights)
+            net = OFAMobileNetV3(width=cfg.width, n_classes=int(state["classifier.linear.weight"].shape[0]))
+            try:
+                net.load_state_dict(state)
+            except RuntimeError as exc:
+                raise UserError(f"{weights}: does not fit a width-{cfg.width} supernet "
+                                f"({str(exc).splitlines()[0]})") from None
+            net.set_active_subnet(cfg)
+            model = net.get_active_subnet().eval()
+        else:
+            model = build_subnet(cfg).eval()
+        example = torch.randn(1, 3, cfg.r, cfg.r)
+        path = EXPORTERS[fmt.value](model, example, out)
+        typer.echo(f"wrote {path} ({fmt.value}, r={cfg.r}, width={cfg.width}, {path.stat().st_size / 1e6:.1f} MB)")
+        if check:
+            diff = max_abs_diff(path, model, example, fmt.value)
+            typer.echo(f"max |{fmt.value} - torch| = {diff:.2e}")
+            if diff > CHECK_TOLERANCE:
+                typer.echo(f"ofakit: check failed: difference above {CHECK_TOLERANCE:g}", err=True)
+                raise typer.Exit(1)

@@ -1,6 +1,212 @@
-"""`ofakit profile` (being written)."""
+"""`ofakit profile DEVICE`: measure every elastic operator on a device into a profile; `ofakit profile
+import-ofa | export-ofa` convert OFA's YAML lookup tables.
+
+``profile`` is a group whose unknown first word falls through to ``measure``, so ``ofakit profile cpu --quick``
+and ``ofakit profile import-ofa DIR ...`` both work.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, List, Optional
+
+import click
 import typer
+from typer.core import TyperGroup
+
+from ofa_core.errors import UserError
+
+from . import devices as remote_cli
+
+
+class _DefaultToMeasure(TyperGroup):
+    """A group that treats an unknown first word (a device name or an option) as ``measure``'s."""
+
+    default_command = "measure"
+
+    def parse_args(self, ctx: click.Context, args: List[str]) -> List[str]:
+        if args and args[0] not in self.commands and args[0] not in ctx.help_option_names:
+            args = [self.default_command, *args]
+        return super().parse_args(ctx, args)
+
+
+profile_app = typer.Typer(cls=_DefaultToMeasure, no_args_is_help=True,
+                          help="Profile a device's operators (ofakit profile DEVICE), or convert OFA lookup tables.")
+
+
+def parse_resolutions(text: str) -> tuple[int, ...]:
+    """``128:224:4`` (start:stop:step, inclusive), ``160,176,224`` or ``224``."""
+    try:
+        if ":" in text:
+            parts = [int(p) for p in text.split(":")]
+            if len(parts) not in (2, 3):
+                raise ValueError
+            start, stop, step = parts[0], parts[1], parts[2] if len(parts) == 3 else 4
+            if step <= 0 or stop < start:
+                raise ValueError
+            out = tuple(range(start, stop + 1, step))
+        else:
+            out = tuple(int(p) for p in text.split(",") if p.strip())
+    except ValueError:
+        raise UserError(f"--resolutions: expected START:STOP:STEP or a comma list, got {text!r}") from None
+    if not out or any(not 32 <= r <= 1024 for r in out):
+        raise UserError(f"--resolutions: resolutions must lie in 32..1024, got {text!r}")
+    return out
+
+
+def log_line(msg: str) -> None:
+    print(f"  {msg}", file=sys.stderr, flush=True)
+
+
+def fit_calibration(run: Any, log: Any = log_line) -> None:
+    """Fit the profile's calibration on the job's calibration subnets (kept apart from any validation set)."""
+    import numpy as np
+
+    from predictors.lut import CalibratedLUTPredictor
+
+    prof, archs, ms = run.profile, run.calibration_archs, run.calibration_ms
+    ok = np.isfinite(ms)
+    if not archs:
+        return
+    try:
+        pred = CalibratedLUTPredictor(prof).fit([a for a, g in zip(archs, ok) if g], ms[ok])
+    except (ValueError, UserError) as exc:
+        log(f"no calibration fitted: {exc}")
+        return
+    prof.meta.calibration = pred.to_calibration([a for a, g in zip(archs, ok) if g], ms[ok])
+    c = prof.meta.calibration
+    terms = " + ".join(f"{v:.4g}*{f}" for f, v in zip(c["features"], c["coef"]))
+    log(f"calibration on {c['n_fit']} subnets: ms = {terms} + {c['intercept']:.4g} "
+        f"(fit RMSE {c['fit_rmse_pct']:.2f}%)")
+
+
+def make_request(device: str, backend: str, threads: int, resolutions: str, quick: bool, rounds: int, name: str,
+                 calibration: int, seed: int, jobs: int, width: float, quick_resolutions: Optional[int] = None,
+                 min_time: Optional[float] = None, extra_rounds: Optional[int] = None) -> Any:
+    """The :class:`~profiler.pipeline.ProfileRequest` the command-line options describe."""
+    from profiler.pipeline import ProfileRequest, default_job
+
+    job = default_job()
+    job.rounds = rounds
+    if min_time is not None:
+        if min_time <= 0:
+            raise UserError(f"--min-time: must be > 0, got {min_time}")
+        job.timing.min_s = min_time
+    if extra_rounds is not None:
+        if extra_rounds < 0:
+            raise UserError(f"--extra-rounds: must be >= 0, got {extra_rounds}")
+        job.extra_rounds = extra_rounds
+    extra = {} if quick_resolutions is None else {"quick_resolutions": quick_resolutions}
+    return ProfileRequest(device=device, backend=backend, threads=threads, width=width,
+                          resolutions=parse_resolutions(resolutions), quick=quick, calibration_subnets=calibration,
+                          seed=seed, job=job, build_jobs=jobs, name=name, **extra)
+
+
+def profile_local(device: str, backend: str, threads: int, resolutions: str, quick: bool, rounds: int,
+                  out: Optional[Path], name: str, work: Optional[Path], fresh: bool, calibration: int, seed: int,
+                  jobs: int, width: float, quick_resolutions: Optional[int] = None, min_time: Optional[float] = None,
+                  runner: Any = None, log: Any = log_line, extra_rounds: Optional[int] = None) -> Path:
+    """Profile ``device`` and save the calibrated profile; returns its folder. ``runner``: this machine's by
+    default; a board's SSHRunner when profiler.remote profiles a board."""
+    from device_profiles import profile_root
+    from profiler.pipeline import profile_device
+
+    req = make_request(device, backend, threads, resolutions, quick, rounds, name, calibration, seed, jobs, width,
+                       quick_resolutions, min_time, extra_rounds)
+    run = profile_device(req, work, log=log, fresh=fresh, runner=runner)
+    fit_calibration(run, log)
+    folder = run.profile.save(out or profile_root() / req.name)
+    s = run.seconds
+    print(f"{req.name}: {run.n_measured} ops measured, {run.n_interpolated} interpolated, "
+          f"{len(run.profile.meta.errors)} failed; build {s['build_s']:.0f} s, measure {s['measure_s']:.0f} s, "
+          f"total {s['total_s']:.0f} s -> {folder}")
+    return folder
+
+
+@profile_app.command("measure")
+def measure_cmd(
+    device: Optional[str] = typer.Argument(None, help="Device to profile: 'cpu' (this machine) or a board of the "
+                                                      "device inventory (ofakit devices list)."),
+    backend: Optional[str] = typer.Option(None, "--backend", "-b", help="onnxruntime | tflite | torch (default "
+                                                                         "onnxruntime; a board's: its inventory's)."),
+    threads: Optional[int] = typer.Option(None, "--threads", "-t", help="Runtime threads (default 1; a board's: its "
+                                                                         "inventory's)."),
+    resolutions: str = typer.Option("128:224:4", "--resolutions", "-r", help="START:STOP:STEP or a comma list."),
+    quick: bool = typer.Option(False, "--quick", help="Measure a few resolutions, interpolate the rest."),
+    rounds: int = typer.Option(4, "--rounds", help="Interleaved measurement rounds per op."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Profile folder (default: profile root/NAME)."),
+    name: str = typer.Option("", "--name", help="Profile name (default: DEVICE-BACKEND-<threads>t)."),
+    work: Optional[Path] = typer.Option(None, "--work", help="Journal folder (default: cache/work/NAME)."),
+    fresh: bool = typer.Option(False, "--fresh", help="Discard this profile's journal and measure anew."),
+    calibration: int = typer.Option(20, "--calibration-subnets", help="Whole subnets measured to calibrate."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the round order and calibration subnets."),
+    jobs: int = typer.Option(2, "--jobs", "-j", help="Model-building processes."),
+    width: float = typer.Option(1.0, "--width", help="Width multiplier of the supernet."),
+    min_time: Optional[float] = typer.Option(None, "--min-time", help="Seconds timed per op and round "
+                                                                      "(default 0.03)."),
+    quick_resolutions: Optional[int] = typer.Option(None, "--quick-resolutions",
+                                                    help="Resolutions measured by --quick (default 3)."),
+    extra_rounds: Optional[int] = typer.Option(None, "--extra-rounds", help="Rounds added for noisy ops "
+                                                                            "(default 2)."),
+    devices: Optional[str] = remote_cli.DevicesOpt, tag: Optional[str] = remote_cli.TagOpt,
+    inventory: Optional[Path] = remote_cli.InventoryOpt, accept_new_host_key: bool = remote_cli.AcceptOpt,
+    connect_timeout: float = remote_cli.TimeoutOpt, retries: int = remote_cli.RetriesOpt,
+    reconnects: int = remote_cli.ReconnectsOpt, op_timeout: Optional[float] = remote_cli.OpTimeoutOpt,
+) -> int:
+    """Measure every distinct operator of the space on DEVICE (or on boards over SSH, in parallel) and write its
+    profile (resumes if interrupted)."""
+    remote = remote_cli.remote_settings(inventory, accept_new_host_key, connect_timeout, retries, reconnects,
+                                        op_timeout, devices, tag)
+    return dispatch_profile(device, remote, backend=backend, threads=threads, resolutions=resolutions, quick=quick,
+                            rounds=rounds, out=out, name=name, work=work, fresh=fresh, calibration=calibration,
+                            seed=seed, jobs=jobs, width=width, min_time=min_time, quick_resolutions=quick_resolutions,
+                            extra_rounds=extra_rounds)
+
+
+def dispatch_profile(device: Optional[str], remote: Optional[dict] = None, **kw: Any) -> int:
+    """Route a profiling request: this machine ('cpu') here; boards of the inventory (DEVICE, --devices, --tag)
+    over SSH through :func:`ofakit.commands.devices.profile_boards_cli`. Returns the exit code."""
+    from profiler.pipeline import LOCAL_DEVICES
+
+    remote = remote or {}
+    if device in LOCAL_DEVICES and not remote.get("devices") and not remote.get("tag"):
+        kw["backend"], kw["threads"] = kw.get("backend") or "onnxruntime", kw.get("threads") or 1
+        profile_local(device, **kw)
+        return 0
+    defaults = remote_cli.remote_settings(None, False, 10.0, 3, 3)
+    return remote_cli.profile_boards_cli(device, {**defaults, **remote}, **kw)
+
+
+@profile_app.command("import-ofa")
+def import_ofa_cmd(
+    folder: Path = typer.Argument(..., help="Folder of OFA <R>_lookup_table.yaml files."),
+    name: str = typer.Option(..., "--name", help="Name of the new profile."),
+    width: float = typer.Option(..., "--width", help="Width multiplier the tables were measured for."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Profile folder (default: profile root/NAME)."),
+) -> None:
+    """Import OFA's YAML latency tables as a device profile."""
+    from device_profiles import profile_root
+    from device_profiles.ofa_yaml import import_ofa
+
+    prof = import_ofa(folder, name, width)
+    dest = prof.save(out or profile_root() / name)
+    print(f"{name}: {len(prof)} entries over {len(prof.meta.resolutions)} resolutions -> {dest}")
+
+
+@profile_app.command("export-ofa")
+def export_ofa_cmd(
+    profile: str = typer.Argument(..., help="Profile name or folder."),
+    folder: Path = typer.Argument(..., help="Output folder for <R>_lookup_table.yaml files."),
+) -> None:
+    """Write a profile as OFA's YAML latency tables (one file per resolution)."""
+    from device_profiles import load_profile
+    from device_profiles.ofa_yaml import export_ofa
+
+    prof = load_profile(profile)
+    files = export_ofa(prof, folder)
+    print(f"{prof.name}: wrote {len(files)} files to {folder}")
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to `app`."""
+    """Add `ofakit profile` to `app`."""
+    app.add_typer(profile_app, name="profile")

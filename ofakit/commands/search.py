@@ -1,6 +1,206 @@
-"""`ofakit search` (being written)."""
+"""`ofakit search`: evolutionary search for the most accurate subnet under latency (one or several devices),
+FLOPs and parameter bounds; `--sweep` traces the accuracy-latency front.
+
+Examples::
+
+    ofakit search --profile note10 --latency 25 --accuracy-predictor ofa:acc_predictor.pth --seed 1 --out a.json
+    ofakit search --profile note10 --latency 25 --profile cpu-onnxruntime-1t --latency 8 --flops 400 ...
+    ofakit search --profile note10 --sweep 15:35:2 --accuracy-predictor ofa:PATH --out front.csv
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Any, List, Optional
+
 import typer
+
+from ofa_core.errors import UserError
+
+OFA_RESOLUTIONS = "160,176,192,208,224"
+
+
+def parse_sweep(text: str) -> list[float]:
+    """``LO:HI:STEP`` (inclusive) -> bounds."""
+    try:
+        lo, hi, step = (float(p) for p in text.split(":"))
+    except ValueError:
+        raise UserError(f"--sweep: expected LO:HI:STEP, got {text!r}") from None
+    if not (step > 0 and hi >= lo > 0):
+        raise UserError(f"--sweep: need 0 < LO <= HI and STEP > 0, got {text!r}")
+    n = int((hi - lo) / step + 1e-9) + 1
+    return [round(lo + i * step, 10) for i in range(n)]
+
+
+def latency_constraint(profile_name: str, bound: float) -> Any:
+    """A latency constraint on a device profile: its calibrated predictor when the profile has a calibration,
+    else the plain LUT sum; both with their per-op table (exact minimum, fast evaluation)."""
+    from device_profiles import load_profile
+    from ofa_core.search import Constraint
+    from predictors.lut import CalibratedLUTPredictor, LUTPredictor
+
+    prof = load_profile(profile_name)
+    if prof.meta.calibration:
+        pred: Any = CalibratedLUTPredictor(prof)
+        table = pred.folded_table()
+    else:
+        pred = LUTPredictor(prof)
+        table = prof.table()
+    return Constraint(f"latency[{prof.name}]", pred, float(bound), "ms", table), prof
+
+
+def build_constraints(profiles: List[str], latencies: List[float], flops: Optional[float], params: Optional[float],
+                      width: Optional[float], resolutions: tuple[int, ...], sweep: bool) -> tuple[list, float]:
+    """Constraints in order (latency per profile, then FLOPs, parameters) and the width they imply."""
+    from ofa_core.search import flops_constraint, params_constraint
+
+    need = len(profiles) - 1 if sweep else len(profiles)
+    if sweep and not profiles:
+        raise UserError("--sweep: needs a --profile (the first one's latency is swept)")
+    if len(latencies) != need:
+        what = "the second and later --profile" if sweep else "each --profile"
+        raise UserError(f"--latency: give one per {what} in order ({need} expected, got {len(latencies)})")
+    for v, name in [(v, "--latency") for v in latencies] + [(flops, "--flops"), (params, "--params")]:
+        if v is not None and not v > 0:
+            raise UserError(f"{name}: must be > 0, got {v}")
+    constraints, widths = [], set()
+    bounds = ([float("inf")] if sweep else []) + list(latencies)
+    for name, bound in zip(profiles, bounds):
+        c, prof = latency_constraint(name, bound)
+        constraints.append(c)
+        widths.add(prof.meta.width)
+        missing = [r for r in resolutions if r not in prof.meta.resolutions]
+        if missing:
+            raise UserError(f"--resolutions: {missing[0]} is not in profile {prof.name!r} "
+                            f"({prof.meta.resolutions[0]}..{prof.meta.resolutions[-1]})")
+    if len(widths) > 1:
+        raise UserError(f"--profile: the profiles describe different widths ({sorted(widths)})")
+    if widths:
+        w = widths.pop()
+        if width is not None and abs(width - w) > 1e-9:
+            raise UserError(f"--width: {width} differs from the profiles' width {w}")
+    else:
+        w = 1.0 if width is None else width
+    if flops is not None:
+        constraints.append(flops_constraint(flops, w, resolutions))
+    if params is not None:
+        constraints.append(params_constraint(params, w, resolutions))
+    if not constraints:
+        raise UserError("no constraint: give --profile NAME --latency MS, --flops or --params")
+    return constraints, w
+
+
+def write_front(results: list, bounds: list[float], constraints: list, out: Path) -> tuple[Path, Path]:
+    """The sweep as CSV (one row per bound, with the subnet) and a PNG plot beside it."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from device_profiles import atomic_write_text
+
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    names = [c.name for c in constraints]
+    w.writerow(["bound", "accuracy", *names, "evaluations", "seconds", "arch"])
+    for b, r in zip(bounds, results):
+        w.writerow([b, f"{r.accuracy:.6f}", *(f"{r.values[n]:.6g}" for n in names), r.evaluations,
+                    f"{r.seconds:.3f}", json.dumps(r.arch.to_dict(), separators=(",", ":"))])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out, buf.getvalue())
+    png = out.with_suffix(".png")
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    acc = [100 * r.accuracy for r in results]
+    got = [r.values[names[0]] for r in results]
+    ax.step(bounds, acc, where="post", color="tab:blue", label="best accuracy within budget")
+    ax.plot(got, acc, "o", color="tab:orange", label="subnet found (its latency)")
+    ax.set_xlabel(f"{names[0]} budget ({constraints[0].unit})")
+    ax.set_ylabel("predicted top-1 (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    tmp = png.with_name(f".{png.name}.tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    tmp.replace(png)
+    return out, png
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to `app`."""
+    """Add `ofakit search` to `app`."""
+
+    @app.command("search")
+    def search(
+        accuracy_predictor: str = typer.Option(..., "--accuracy-predictor", "-a",
+                                               help="ofa:PATH (OFA's pretrained state dict) or mlp:PATH."),
+        profile: List[str] = typer.Option([], "--profile", "-p", help="Device profile; repeat for several."),
+        latency: List[float] = typer.Option([], "--latency", "-l", help="Latency bound (ms) of each --profile, "
+                                                                         "in order."),
+        flops: Optional[float] = typer.Option(None, "--flops", help="FLOPs bound (millions of MACs, as OFA)."),
+        params: Optional[float] = typer.Option(None, "--params", help="Parameter bound (millions)."),
+        resolutions: str = typer.Option(OFA_RESOLUTIONS, "--resolutions", "-r", help="Comma list or "
+                                                                                     "START:STOP:STEP."),
+        width: Optional[float] = typer.Option(None, "--width", help="Width multiplier (default: the profiles', "
+                                                                    "else 1.0)."),
+        population: int = typer.Option(100, "--population", help="Population size."),
+        generations: Optional[int] = typer.Option(None, "--generations", help="Generations (default 100; with "
+                                                                                "--ofa 500, as OFA)."),
+        parent_ratio: float = typer.Option(0.25, "--parent-ratio"),
+        mutation_ratio: float = typer.Option(0.5, "--mutation-ratio"),
+        mutate_prob: float = typer.Option(0.1, "--mutate-prob", help="Per block, stage depth and resolution."),
+        ofa: bool = typer.Option(False, "--ofa", help="OFA's plain algorithm: 500 generations, no duplicate "
+                                                      "removal, no final local search."),
+        seed: int = typer.Option(0, "--seed"),
+        sweep: Optional[str] = typer.Option(None, "--sweep", help="LO:HI:STEP: sweep the first profile's "
+                                                                  "latency bound; --out names the CSV."),
+        out: Optional[Path] = typer.Option(None, "--out", "-o", help="Arch JSON (ready for `ofakit export`); "
+                                                                     "with --sweep the front's CSV."),
+    ) -> None:
+        """Find the most accurate subnet that meets every bound (predicted accuracy, predicted latency)."""
+        from threadpoolctl import threadpool_limits
+
+        from device_profiles import atomic_write_text
+        from ofa_core.search import EvolutionSearch, SearchConfig
+        from ofa_core.search import sweep as run_sweep
+        from predictors.accuracy import load_accuracy_predictor
+
+        from .profile import parse_resolutions
+
+        res = parse_resolutions(resolutions)
+        bounds = parse_sweep(sweep) if sweep is not None else []
+        if sweep is not None and out is None:
+            raise UserError("--sweep: give --out FILE.csv for the front")
+        constraints, w = build_constraints(profile, latency, flops, params, width, res, sweep is not None)
+        kw: dict[str, Any] = dict(population=population, parent_ratio=parent_ratio, mutation_ratio=mutation_ratio,
+                                  mutate_prob=mutate_prob, resolution_mutate_prob=mutate_prob, resolutions=res, width=w)
+        if generations is not None:
+            kw["generations"] = generations
+        config = SearchConfig.ofa(**kw) if ofa else SearchConfig(**kw)
+        acc = load_accuracy_predictor(accuracy_predictor)
+        with threadpool_limits(1):  # the predictors' small matrix products run fastest on one BLAS thread
+            if sweep is not None:
+                results = run_sweep(acc, constraints, bounds, 0, config, seed)
+            else:
+                result = EvolutionSearch(acc, constraints, config).run(seed)
+        if sweep is not None:
+            csv_path, png = write_front(results, bounds, constraints, out)
+            typer.echo(f"{'bound':>8}  {'top-1 %':>8}  " + "  ".join(f"{c.name:>18}" for c in constraints))
+            for b, r in zip(bounds, results):
+                typer.echo(f"{b:8.4g}  {100 * r.accuracy:8.3f}  "
+                           + "  ".join(f"{r.values[c.name]:18.4g}" for c in constraints))
+            typer.echo(f"wrote {csv_path} and {png}")
+            return
+        a = result.arch
+        typer.echo(f"best subnet (seed {seed}, {result.evaluations} accuracy predictions, {result.seconds:.2f} s):")
+        typer.echo(f"  ks={list(a.ks)}")
+        typer.echo(f"  e={list(a.e)}")
+        typer.echo(f"  d={list(a.d)} r={a.r} width={a.width}")
+        typer.echo(f"  predicted top-1: {100 * result.accuracy:.2f}%")
+        for c in constraints:
+            typer.echo(f"  {c.name}: {c.describe(result.values[c.name])} (bound {c.describe(c.bound)})")
+        if out is not None:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(out, a.to_json() + "\n")
+            typer.echo(f"wrote {out}")

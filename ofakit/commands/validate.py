@@ -1,6 +1,237 @@
-"""`ofakit validate` (being written)."""
+"""`ofakit validate PROFILE`: measure random whole subnets on the profile's device with the profile's backend and
+method, and compare them with the profile's raw LUT sum and its calibrated prediction.
+
+Prints the share within ±5% / ±10%, RMSE % and Spearman for both; writes ``validation.csv`` (one row per subnet:
+arch JSON, resolution, measured, raw and corrected predictions, op count, params, MACs, noise figures) and a
+predicted-vs-measured ``validation.png``. The test subnets come from their own random stream and never include the
+profile's calibration subnets.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import time
+from dataclasses import dataclass, field, fields
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
 import typer
+
+from ofa_core.errors import UserError
+
+from . import devices as remote_cli
+
+METRICS = ("within5", "within10", "rmse_pct", "mean_err_pct", "spearman")
+
+
+def fidelity(measured: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
+    """Shares within ±5/±10% (percent), RMSE of the relative error (%), mean signed error (%), Spearman."""
+    from scipy.stats import spearmanr
+
+    m, p = np.asarray(measured, dtype=float), np.asarray(predicted, dtype=float)
+    ok = np.isfinite(m) & np.isfinite(p) & (m > 0)
+    err = p[ok] / m[ok] - 1
+    if err.size == 0:
+        return {k: float("nan") for k in METRICS} | {"n": 0}
+    ranked = err.size > 2 and np.ptp(m[ok]) > 0 and np.ptp(p[ok]) > 0
+    rho = float(spearmanr(m[ok], p[ok]).statistic) if ranked else float("nan")
+    return {"within5": float(np.mean(np.abs(err) <= 0.05) * 100), "within10": float(np.mean(np.abs(err) <= 0.10) * 100),
+            "rmse_pct": float(np.sqrt(np.mean(err ** 2)) * 100), "mean_err_pct": float(np.mean(err) * 100),
+            "spearman": rho, "n": int(err.size)}
+
+
+@dataclass
+class ValidationReport:
+    profile: str
+    archs: list
+    measured: np.ndarray
+    raw: np.ndarray
+    corrected: Optional[np.ndarray]
+    summaries: dict = field(default_factory=dict)
+    seconds: dict = field(default_factory=dict)
+
+    def metrics(self) -> dict[str, dict[str, float]]:
+        out = {"raw": fidelity(self.measured, self.raw)}
+        if self.corrected is not None:
+            out["corrected"] = fidelity(self.measured, self.corrected)
+        return out
+
+
+def job_of(profile: Any, rounds: Optional[int] = None) -> Any:
+    """The measurement settings the profile was made with (so validation uses the same method)."""
+    from profiler.agent.ofakit_agent import JobSettings, TimingSettings
+    from profiler.pipeline import default_job
+
+    raw = profile.meta.method.get("job") if isinstance(profile.meta.method, dict) else None
+    if raw:
+        names = {f.name for f in fields(JobSettings)} - {"timing"}
+        job = JobSettings(TimingSettings(**raw.get("timing", {})), **{k: v for k, v in raw.items() if k in names})
+    else:
+        job = default_job()
+    if rounds is not None:
+        job.rounds = rounds
+    return job
+
+
+def sample_test_archs(profile: Any, n: int, seed: int) -> list:
+    """``n`` random subnets over the profile's resolutions, excluding its calibration subnets."""
+    from ofa_core.space import sample_batch, space_for_width
+    from predictors.lut import calibration_archs
+
+    cal = set(calibration_archs(profile))
+    rng = np.random.default_rng([seed, 2])
+    spec = space_for_width(profile.meta.width)
+    out: list = []
+    seen: set = set()
+    while len(out) < n:
+        for a in sample_batch(rng, n, spec, profile.meta.resolutions).to_configs():
+            if a not in cal and a not in seen and len(out) < n:
+                seen.add(a)
+                out.append(a)
+    return out
+
+
+def validate_profile(profile: Any, n: int, seed: int, rounds: Optional[int] = None, work: Optional[Path] = None,
+                     jobs: int = 2, log: Any = None, runner: Any = None) -> ValidationReport:
+    """Measure ``n`` held-out subnets on the profile's device and predict them with the profile. ``runner``:
+    this machine's by default; a board's SSHRunner for a board's profile."""
+    from predictors.lut import CalibratedLUTPredictor, LUTPredictor
+    from profiler.builder import cache_root
+    from profiler.pipeline import measure_subnets
+
+    meta = profile.meta
+    if meta.source != "measured" or not meta.backend or meta.threads is None:
+        raise UserError(f"profile {profile.name!r} was not measured by ofakit ({meta.source}); validation "
+                        f"re-measures subnets on its device with its backend")
+    if n < 1:
+        raise UserError(f"--n: must be >= 1, got {n}")
+    archs = sample_test_archs(profile, n, seed)
+    journal = (work or cache_root() / "work" / profile.name) / f"validate-seed{seed}.jsonl"
+    if log:
+        log(f"validating {profile.name}: {n} subnets (seed {seed}) on {meta.device} with {meta.backend}, "
+            f"{meta.threads} thread(s); journal {journal}")
+    t0 = time.perf_counter()
+    measured, summaries, secs = measure_subnets(archs, meta.device, meta.backend, meta.threads,
+                                                job_of(profile, rounds), journal, build_jobs=jobs, log=log,
+                                                runner=runner)
+    secs["total_s"] = time.perf_counter() - t0
+    raw = LUTPredictor(profile).predict(archs)
+    corrected = CalibratedLUTPredictor(profile).predict(archs) if meta.calibration else None
+    return ValidationReport(profile.name, archs, measured, raw, corrected, summaries, secs)
+
+
+def format_table(rows: dict[str, dict[str, float]]) -> str:
+    """Plain-text table: one row per predictor."""
+    w = max([28] + [len(k) for k in rows])
+    head = f"{'predictor':<{w}} {'n':>4} {'±5%':>7} {'±10%':>7} {'RMSE%':>7} {'bias%':>7} {'Spearman':>9}"
+    lines = [head, "-" * len(head)]
+    for name, m in rows.items():
+        lines.append(f"{name:<{w}} {m['n']:>4} {m['within5']:>6.1f}% {m['within10']:>6.1f}% {m['rmse_pct']:>7.2f} "
+                     f"{m['mean_err_pct']:>+7.2f} {m['spearman']:>9.4f}")
+    return "\n".join(lines)
+
+
+def csv_text(rep: ValidationReport) -> str:
+    from ofa_core.ops import subnet_ops
+    from profiler.items import Item
+
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["arch", "resolution", "measured_ms", "raw_ms", "corrected_ms", "n_ops", "params_m", "macs_m",
+                "rounds", "cv", "spread"])
+    for i, a in enumerate(rep.archs):
+        ops = subnet_ops(a)
+        s = rep.summaries.get(Item.subnet(a).id)
+        w.writerow([json.dumps(a.to_ofa_dict(), separators=(",", ":")), a.r, _f(rep.measured[i]), _f(rep.raw[i]),
+                    _f(rep.corrected[i]) if rep.corrected is not None else "", len(ops),
+                    f"{sum(o.params for o in ops) / 1e6:.6f}", f"{sum(o.macs for o in ops) / 1e6:.3f}",
+                    s.rounds if s else "", _f(s.cv) if s and s.cv is not None else "",
+                    _f(s.spread) if s and s.spread is not None else ""])
+    return buf.getvalue()
+
+
+def _f(v: float) -> str:
+    return "" if v is None or not np.isfinite(v) else f"{float(v):.6g}"
+
+
+def plot(rep: ValidationReport, path: Path, title: str = "") -> None:
+    """Predicted vs measured scatter, raw and corrected, with the ±10% band."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 5.5), dpi=110)
+    m = rep.measured
+    series = [("raw LUT sum", rep.raw, "#999999")]
+    if rep.corrected is not None:
+        series.append(("calibrated", rep.corrected, "#1f5fbf"))
+    metrics = rep.metrics()
+    for (label, p, color), key in zip(series, ("raw", "corrected")):
+        mt = metrics[key]
+        ax.scatter(m, p, s=14, color=color, alpha=0.8,
+                   label=f"{label}: {mt['within10']:.0f}% in ±10%, {mt['within5']:.0f}% in ±5%")
+    finite = np.concatenate([v[np.isfinite(v)] for v in [m] + [s[1] for s in series]])
+    lo, hi = (float(finite.min()) * 0.9, float(finite.max()) * 1.1) if finite.size else (0.0, 1.0)
+    xs = np.linspace(lo, hi, 2)
+    ax.plot(xs, xs, "k-", lw=0.8)
+    for f in (0.9, 1.1):
+        ax.plot(xs, xs * f, "k:", lw=0.7)
+    ax.set(xlim=(lo, hi), ylim=(lo, hi), xlabel="measured latency (ms)", ylabel="predicted latency (ms)",
+           title=title or f"{rep.profile}: {len(m)} held-out subnets")
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def write_outputs(rep: ValidationReport, out: Path, title: str = "") -> tuple[Path, Path]:
+    from device_profiles import atomic_write_text
+
+    out.mkdir(parents=True, exist_ok=True)
+    csv_path, png_path = out / "validation.csv", out / "validation.png"
+    atomic_write_text(csv_path, csv_text(rep))
+    plot(rep, png_path, title)
+    return csv_path, png_path
+
+
+def validate_cmd(
+    device: str = typer.Argument(..., help="Profile to validate (name or folder), e.g. cpu-onnxruntime-1t."),
+    n: int = typer.Option(100, "--n", help="Number of random held-out subnets."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the subnet sample."),
+    rounds: Optional[int] = typer.Option(None, "--rounds", help="Rounds per subnet (default: the profile's)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder for validation.csv/png "
+                                                                   "(default: runs/validate/PROFILE-seedS-nN)."),
+    work: Optional[Path] = typer.Option(None, "--work", help="Journal folder (default: cache/work/PROFILE)."),
+    record: bool = typer.Option(False, "--record", help="Store the figures in the profile's profile.json."),
+    jobs: int = typer.Option(2, "--jobs", "-j", help="Model-building processes."),
+    inventory: Optional[Path] = remote_cli.InventoryOpt, accept_new_host_key: bool = remote_cli.AcceptOpt,
+    connect_timeout: float = remote_cli.TimeoutOpt, retries: int = remote_cli.RetriesOpt,
+    reconnects: int = remote_cli.ReconnectsOpt,
+) -> None:
+    """Measure random subnets end to end and compare them with the profile's predictions (a board's profile, or a
+    board name, is re-measured on that board over SSH)."""
+    from .profile import log_line
+
+    prof = remote_cli.board_profile(device, inventory)
+    runner = remote_cli.board_runner(prof, remote_cli.remote_settings(inventory, accept_new_host_key,
+                                                                      connect_timeout, retries, reconnects))
+    rep = validate_profile(prof, n, seed, rounds, work, jobs, log_line, runner)
+    folder = out or Path("runs") / "validate" / f"{prof.name}-seed{seed}-n{n}"
+    csv_path, png_path = write_outputs(rep, folder)
+    metrics = rep.metrics()
+    print(format_table({f"{prof.name} {k}": v for k, v in metrics.items()}))
+    print(f"measured {len(rep.archs)} subnets in {rep.seconds['total_s']:.0f} s; wrote {csv_path} and {png_path}")
+    if record:
+        prof.meta.validation = {"date": datetime.now().astimezone().isoformat(timespec="seconds"), "n": n,
+                                "seed": seed, **metrics}
+        prof.save()
+        print(f"recorded in {prof.path}")
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to `app`."""
+    """Add `ofakit validate` to `app`."""
+    app.command("validate")(validate_cmd)

@@ -1,0 +1,145 @@
+"""Few-shot latency prediction on HELP's measured GPU latencies (5,000 OFA subnets x 12 GPU/batch configs).
+
+Protocol (from ../shared/README.md): leave one config out; draw 10 of its subnets at random (seeds 0..4); fit on
+those 10 plus the other configs' data; predict the other 4,990 subnets of the left-out config; report Spearman
+and the share within +-10%, per config and as means over configs (each the mean over seeds).
+
+Methods, all on the same samples:
+- baseline: linear fit (ms) from the other config whose 10 values correlate best with the target's (README).
+- few-shot, measured refs: :class:`~predictors.fewshot.FewShotPredictor` with the other configs' measured
+  latencies as references (the baseline's information).
+- few-shot, predicted refs: references are :class:`~predictors.regressors.LatencyRegressor` (gbr, arch
+  features) models of the other configs, cross-fitted in two halves so no subnet's reference value comes from a
+  model that saw its measurement - the setting of a user whose subnets were never measured on known devices.
+- few-shot, measured + predicted refs; few-shot without references (arch features only).
+- ceiling: a linear model on the other configs' log latencies + arch features fitted on ~4,000 subnets of the
+  target itself (5-fold cross-validation): what 10 samples cannot be expected to beat.
+
+    .venv/bin/python bench/fewshot_help.py [--seeds 5] [--shots 10] [--no-append]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from scipy import stats
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from _report import ROOT, append_section, machine  # noqa: E402
+from ofa_core.space import ArchBatch  # noqa: E402
+from predictors.features import arch_features  # noqa: E402
+from predictors.fewshot import FewShotPredictor, TableReference  # noqa: E402
+from predictors.regressors import LatencyRegressor  # noqa: E402
+
+HELP = ROOT.parent / "shared" / "data" / "help_ofa_gpu_latency" / "ofa_subnets_gpu_latency.jsonl"
+
+
+def load_help() -> tuple[ArchBatch, np.ndarray, list[str]]:
+    rows = [json.loads(line) for line in HELP.read_text().splitlines()]
+    configs = list(rows[0]["latency_ms"])
+    b = ArchBatch(np.array([r["ks"] for r in rows]), np.array([r["e"] for r in rows]),
+                  np.array([r["d"] for r in rows]), np.array([r["r"] for r in rows]))
+    return b, np.array([[r["latency_ms"][c] for c in configs] for r in rows]), configs
+
+
+def score(pred: np.ndarray, true: np.ndarray) -> tuple[float, float]:
+    return float(stats.spearmanr(pred, true).statistic), float(np.mean(np.abs(pred / true - 1) <= 0.1))
+
+
+def baseline(lat: np.ndarray, t: int, idx: np.ndarray) -> np.ndarray:
+    """README's baseline: linear fit from the other config best correlated with the target on the samples."""
+    y = lat[idx, t]
+    others = [j for j in range(lat.shape[1]) if j != t]
+    j = max(others, key=lambda j: abs(np.corrcoef(lat[idx, j], y)[0, 1]))
+    return np.polyval(np.polyfit(lat[idx, j], y, 1), lat[:, j])
+
+
+def predicted_references(b: ArchBatch, lat: np.ndarray, seed: int = 0) -> np.ndarray:
+    """Each config's latency predicted by a gbr regressor trained on the other half of the subnets."""
+    order = np.random.default_rng(seed).permutation(len(b))
+    halves = (order[: len(b) // 2], order[len(b) // 2:])
+    out = np.zeros_like(lat)
+    for j in range(lat.shape[1]):
+        for fit_on, apply_to in (halves, halves[::-1]):
+            reg = LatencyRegressor(model="gbr", n_estimators=200, max_depth=3).fit(b[fit_on], lat[fit_on, j])
+            out[apply_to, j] = reg.predict(b[apply_to])
+    return out
+
+
+def ceiling(b: ArchBatch, lat: np.ndarray, t: int) -> tuple[float, float]:
+    from sklearn.linear_model import LinearRegression
+    from sklearn.model_selection import cross_val_predict
+
+    x = np.column_stack([np.log(np.delete(lat, t, axis=1)), arch_features(b)])
+    x = (x - x.mean(0)) / np.where(x.std(0) > 0, x.std(0), 1)
+    pred = np.exp(cross_val_predict(LinearRegression(), x, np.log(lat[:, t]), cv=5))
+    return score(pred, lat[:, t])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--shots", type=int, default=10)
+    ap.add_argument("--no-append", action="store_true")
+    args = ap.parse_args()
+
+    t0 = time.time()
+    b, lat, configs = load_help()
+    pred_refs = predicted_references(b, lat)
+    ref_quality = [score(pred_refs[:, j], lat[:, j])[0] for j in range(len(configs))]
+    t_refs = time.time() - t0
+
+    def few_shot(sources: list[np.ndarray]):
+        def run(t: int, idx: np.ndarray) -> np.ndarray:
+            refs = {f"{configs[j]}#{k}": TableReference(b, src[:, j], configs[j])
+                    for k, src in enumerate(sources) for j in range(len(configs)) if j != t}
+            return FewShotPredictor(references=refs, basis=b).fit(b[idx], lat[idx, t]).predict(b)
+        return run
+
+    methods = {
+        "baseline (best other config, linear)": baseline,
+        "few-shot, measured refs": few_shot([lat]),
+        "few-shot, predicted refs": few_shot([pred_refs]),
+        "few-shot, measured + predicted refs": few_shot([lat, pred_refs]),
+        "few-shot, no refs (arch features)": few_shot([]),
+    }
+    res = {m: np.zeros((len(configs), args.seeds, 2)) for m in methods}
+    for t in range(len(configs)):
+        for s in range(args.seeds):
+            idx = np.random.default_rng(s).choice(len(b), args.shots, replace=False)
+            test = np.setdiff1d(np.arange(len(b)), idx)
+            for name, fn in methods.items():
+                res[name][t, s] = score(fn(t, idx)[test], lat[test, t])
+        print(f"  {configs[t]} done ({time.time() - t0:.0f} s)", file=sys.stderr, flush=True)
+    ceil = np.array([ceiling(b, lat, t) for t in range(len(configs))])
+
+    head = "| config | " + " | ".join(methods) + " | ceiling (4,000 target samples) |"
+    lines = [head, "|---" * (len(methods) + 2) + "|"]
+    cell = lambda sp, w: f"{sp:.3f} / {100 * w:.1f}%"  # noqa: E731
+    for t, c in enumerate(configs):
+        lines.append(f"| {c} | " + " | ".join(cell(*res[m][t].mean(0)) for m in methods)
+                     + f" | {cell(*ceil[t])} |")
+    lines.append("| **mean** | " + " | ".join(f"**{cell(*res[m].mean((0, 1)))}**" for m in methods)
+                 + f" | **{cell(*ceil.mean(0))}** |")
+    notes = [
+        f"cells: Spearman / share within ±10%, mean over {args.seeds} seeds of {args.shots} samples; "
+        f"{len(b) - args.shots} test subnets per run",
+        "predicted references: Spearman of the cross-fitted gbr regressors vs their own config: "
+        + ", ".join(f"{c} {q:.3f}" for c, q in zip(configs, ref_quality)) + f" ({t_refs:.0f} s to fit)",
+        f"total {time.time() - t0:.0f} s",
+    ]
+    print("\n".join(lines + [""] + notes))
+    if not args.no_append:
+        append_section("Few-shot latency on HELP GPUs (predictors)", (
+            f"`bench/fewshot_help.py --seeds {args.seeds} --shots {args.shots}`; {machine()}. Leave one config "
+            f"out, {args.shots} random samples of it, seeds 0..{args.seeds - 1}.\n\n" + "\n".join(lines) + "\n\n"
+            + "\n".join(f"- {n}" for n in notes)))
+
+
+if __name__ == "__main__":
+    main()

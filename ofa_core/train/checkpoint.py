@@ -1,0 +1,74 @@
+"""Checkpoints: plain state dicts written atomically (temp file, fsync, rename) and read with
+``torch.load(weights_only=True)`` -- never an unpickled object, never a half-written file."""
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import UserError
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to a temp file beside ``path``, fsync it, then rename it over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
+    """Atomically save a dict of tensors, numbers, strings and lists/dicts of them."""
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint saved by :func:`save_checkpoint` (weights only); errors name the file."""
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise UserError(f"{path}: checkpoint not found") from None
+    except Exception as exc:  # torch raises several types for foreign or damaged files
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise UserError(f"{path}: not a loadable checkpoint ({first[:200]})") from None
+    if not isinstance(state, dict):
+        raise UserError(f"{path}: not a checkpoint (expected a dict, got {type(state).__name__})")
+    return state
+
+
+def model_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The model weights in a checkpoint: its ``model`` entry, or the file itself if it is a bare state dict."""
+    state = load_checkpoint(path)
+    sd = state.get("model", state)
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise UserError(f"{path}: no model state dict in the checkpoint")
+    return sd
+
+
+def load_model_state(model: torch.nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
+    """``model.load_state_dict(state)`` with a one-line error naming ``where`` on mismatch."""
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise UserError(f"{where}: weights do not fit this supernet ({first[:200]})") from None
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode("utf-8"))

@@ -1,0 +1,115 @@
+"""Saving fitted predictors without pickle: a folder with ``predictor.json`` plus optional data files.
+
+``predictor.json`` holds the format name, the predictor kind, a format version, the predictor's own metadata,
+the SHA-256 of every data file beside it and a checksum of its own content. Loading checks all of them, so a
+file of another version, a hand-edited or truncated file, or a weights file swapped for another is rejected
+with one line (:class:`~ofa_core.errors.UserError`) instead of half-working. Data files are torch state dicts
+(loaded with ``weights_only=True``) or JSON; nothing is unpickled.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from device_profiles import atomic_write_text
+from ofa_core.errors import UserError
+
+META_FILE = "predictor.json"
+FORMAT = "ofakit-predictor"
+
+
+class PredictorFileError(UserError):
+    """A saved predictor that is missing, corrupt, tampered with or of another version."""
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _canonical(meta: dict[str, Any]) -> bytes:
+    return json.dumps(meta, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temp file beside ``path``, fsync, then rename it over ``path``."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_bundle(folder: str | os.PathLike, kind: str, version: int, meta: dict[str, Any],
+                files: dict[str, bytes] | None = None) -> Path:
+    """Write ``files`` and then ``predictor.json`` (last, so a crash never leaves a loadable mix)."""
+    folder = Path(folder)
+    if folder.suffix == ".json":
+        raise UserError(f"{folder}: give a folder to save the predictor into, not a .json file")
+    folder.mkdir(parents=True, exist_ok=True)
+    files = files or {}
+    for name, data in files.items():
+        atomic_write_bytes(folder / name, data)
+    body = {"format": FORMAT, "kind": kind, "version": version, "meta": meta,
+            "files": {name: _sha256(data) for name, data in files.items()}}
+    try:
+        body["checksum"] = _sha256(_canonical(body))
+    except ValueError as exc:  # NaN or inf in the metadata
+        raise UserError(f"{folder}: cannot save a predictor with non-finite parameters ({exc})") from None
+    atomic_write_text(folder / META_FILE, json.dumps(body, indent=1, sort_keys=True) + "\n")
+    return folder
+
+
+def resolve_bundle(path: str | os.PathLike) -> Path:
+    """The folder of a saved predictor given the folder or its ``predictor.json``."""
+    p = Path(path)
+    if p.name == META_FILE and p.is_file():
+        return p.parent
+    if (p / META_FILE).is_file():
+        return p
+    raise PredictorFileError(f"{p}: no saved predictor here (expected a folder with {META_FILE})")
+
+
+def load_bundle(path: str | os.PathLike, kind: str, version: int) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """Read and verify a saved predictor of ``kind``; returns (its metadata, its data files' bytes)."""
+    folder = resolve_bundle(path)
+    meta_path = folder / META_FILE
+    try:
+        body = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PredictorFileError(f"{meta_path}: corrupt predictor metadata ({exc})") from None
+    if not isinstance(body, dict) or body.get("format") != FORMAT:
+        raise PredictorFileError(f"{meta_path}: not an ofakit predictor file")
+    if body.get("kind") != kind:
+        raise PredictorFileError(f"{meta_path}: holds a {body.get('kind')!r} predictor, expected {kind!r}")
+    if body.get("version") != version:
+        raise PredictorFileError(f"{meta_path}: {kind} predictor format version {body.get('version')!r}, this "
+                                 f"ofakit reads version {version}")
+    claimed = body.pop("checksum", None)
+    try:
+        actual = _sha256(_canonical(body))
+    except ValueError:
+        actual = None
+    if claimed != actual or not isinstance(body.get("meta"), dict) or not isinstance(body.get("files"), dict):
+        raise PredictorFileError(f"{meta_path}: checksum mismatch, the file was modified or is damaged")
+    blobs = {}
+    for name, digest in body["files"].items():
+        if Path(name).name != name:
+            raise PredictorFileError(f"{meta_path}: bad data file name {name!r}")
+        try:
+            data = (folder / name).read_bytes()
+        except OSError as exc:
+            raise PredictorFileError(f"{folder / name}: cannot read predictor data ({exc.strerror})") from None
+        if _sha256(data) != digest:
+            raise PredictorFileError(f"{folder / name}: checksum mismatch, the file was modified or is damaged")
+        blobs[name] = data
+    return body["meta"], blobs

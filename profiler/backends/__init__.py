@@ -1,0 +1,108 @@
+"""Measurement backends: one file per backend, registered by decorator.
+
+A backend says how the host builds an item into a model file (:meth:`Backend.build`) and which command starts
+the timing worker that loads and times such files (:meth:`Backend.worker_argv`). Every module in this package
+is imported by :func:`get_backend`, so adding a backend means adding one file with a ``@register_backend`` class.
+A backend with options takes them as a name suffix (``torch-cuda-graph-b64`` is ``torch-cuda`` with options
+``graph-b64``, see :meth:`Backend.from_options`), so the name alone says what was measured.
+"""
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import sys
+from typing import Any, Callable, TypeVar
+
+from ofa_core.errors import UserError
+
+from ..agent import AGENT_FILE
+from ..items import Item
+
+_REGISTRY: dict[str, type["Backend"]] = {}
+B = TypeVar("B", bound=type)
+
+
+def register_backend(name: str) -> Callable[[B], B]:
+    """Class decorator: make ``cls`` available as backend ``name``."""
+    def deco(cls: B) -> B:
+        cls.name = name
+        _REGISTRY[name] = cls
+        return cls
+    return deco
+
+
+class Backend:
+    """Base class. ``format`` names the model files (and the exporter in :data:`ofa_core.export.EXPORTERS`)."""
+
+    name: str = ""
+    format: str = ""
+    suffix: str = ""
+    device: str = "cpu"  # what it measures on: "cpu" (this machine's or a board's) or "gpu"
+
+    @classmethod
+    def from_options(cls, text: str) -> "Backend | None":
+        """An instance configured by a name suffix (``graph-b64`` of ``torch-cuda-graph-b64``); None when this
+        backend takes no options. Raise :class:`UserError` for a bad suffix."""
+        return None
+
+    def describe(self) -> dict[str, Any]:
+        """Profile metadata this backend fixes (``mode``, ``batch``, ``input``, ...); empty: the defaults."""
+        return {}
+
+    def unavailable(self) -> str | None:
+        """Why this backend cannot run here (a one-line hint), or None when it can."""
+        return None
+
+    def build(self, item: Item, path: str) -> None:
+        """Write ``item`` as a model file at ``path`` (atomically)."""
+        from ofa_core.export import EXPORTERS
+
+        module, example = item.module()
+        EXPORTERS[self.format](module, example, path)
+
+    def build_tag(self) -> str:
+        """Changes whenever files built by this backend would differ (names the model cache folder)."""
+        import torch
+
+        return f"{self.format}-torch{torch.__version__.split('+')[0]}"
+
+    def worker_argv(self, threads: int) -> list[str]:
+        """Command starting a timing worker (default: the agent file's own worker for this backend)."""
+        return [sys.executable, str(AGENT_FILE), "worker", "--backend", self.name, "--threads", str(threads)]
+
+    def versions(self) -> dict[str, str]:
+        from ..agent.ofakit_agent import runtime_versions
+
+        return runtime_versions(self.name)
+
+
+def _load_all() -> None:
+    for mod in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{mod.name}")
+
+
+def _with_options(name: str) -> Backend | None:
+    """``BASE-OPTIONS`` for the longest registered BASE that takes options (None when none does)."""
+    for base in sorted((b for b in _REGISTRY if name.startswith(b + "-")), key=len, reverse=True):
+        backend = _REGISTRY[base].from_options(name[len(base) + 1:])
+        if backend is not None:
+            backend.name = name
+            return backend
+    return None
+
+
+def list_backends() -> list[str]:
+    _load_all()
+    return sorted(_REGISTRY)
+
+
+def get_backend(name: str) -> Backend:
+    """The backend registered as ``name``; :class:`UserError` for an unknown or unusable one."""
+    _load_all()
+    backend = _REGISTRY[name]() if name in _REGISTRY else _with_options(name)
+    if backend is None:
+        raise UserError(f"unknown backend {name!r} (known: {', '.join(sorted(_REGISTRY))})")
+    why = backend.unavailable()
+    if why:
+        raise UserError(f"backend {name!r} cannot run here: {why}")
+    return backend

@@ -1,0 +1,15 @@
+"""onnxruntime on the CPU: ONNX files built with the TorchScript exporter, timed by the agent's worker."""
+from __future__ import annotations
+
+import importlib.util
+
+from . import Backend, register_backend
+
+
+@register_backend("onnxruntime")
+class OnnxRuntimeCPU(Backend):
+    format = "onnx"
+    suffix = ".onnx"
+
+    def unavailable(self) -> str | None:
+        return None if importlib.util.find_spec("onnxruntime") else "onnxruntime is not installed"

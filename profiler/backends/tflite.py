@@ -1,0 +1,20 @@
+"""TFLite with its XNNPACK CPU delegate: files built with litert-torch, timed by the agent's worker (which
+accepts ai_edge_litert or tflite_runtime)."""
+from __future__ import annotations
+
+import importlib.util
+
+from . import Backend, register_backend
+
+
+@register_backend("tflite")
+class TFLiteCPU(Backend):
+    format = "tflite"
+    suffix = ".tflite"
+
+    def unavailable(self) -> str | None:
+        if not (importlib.util.find_spec("ai_edge_litert") or importlib.util.find_spec("tflite_runtime")):
+            return "needs ai-edge-litert or tflite-runtime (pip install 'ofakit[tflite]')"
+        if not importlib.util.find_spec("litert_torch"):
+            return "building .tflite files needs litert-torch (pip install 'ofakit[tflite]')"
+        return None

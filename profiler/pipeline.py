@@ -1,0 +1,235 @@
+"""Profiling jobs: ops (and calibration subnets) -> Builder -> Runner -> journal -> device profile.
+
+:func:`profile_device` measures every distinct operator of the space at the requested resolutions (with
+``quick``, a few resolutions, the rest interpolated) together with a few whole *calibration subnets*, all in one
+interleaved job, and turns the journal into a :class:`~device_profiles.Profile`. :func:`measure_subnets` measures
+whole subnets with the same method (validation). Both resume from their journal: re-running the same request
+skips what is already recorded, and the profile is always rebuilt from the journal.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from device_profiles import OpStats, Profile, ProfileMeta
+from ofa_core import __version__
+from ofa_core.errors import UserError
+from ofa_core.ops import enumerate_ops
+from ofa_core.space import DEFAULT_RESOLUTIONS, ArchConfig, sample_batch, space_for_width
+
+from .agent import ofakit_agent as agent
+from .backends import get_backend
+from .builder import Builder, cache_root
+from .interpolate import interpolate, pick_resolutions
+from .items import Item
+from .runner import LocalRunner
+
+LOCAL_DEVICES = ("cpu", "gpu")  # this machine's CPU, and its CUDA GPU with a GPU backend (torch-cuda)
+QUICK_RESOLUTIONS = 3  # 128, 176, 224 by default
+JOURNAL = "journal.jsonl"
+
+Log = Callable[[str], None]
+
+
+def default_job() -> agent.JobSettings:
+    """The method this machine needs (see docs): short windows, several interleaved rounds, min of medians."""
+    return agent.JobSettings(agent.TimingSettings(warmup_runs=2, warmup_s=0.002, min_runs=5, min_s=0.03),
+                             rounds=4, extra_rounds=2, cv_threshold=0.10, spread_threshold=0.10, timeout_s=60.0)
+
+
+@dataclass
+class ProfileRequest:
+    """What to profile and how."""
+
+    device: str = "cpu"
+    backend: str = "onnxruntime"
+    threads: int = 1
+    width: float = 1.0
+    resolutions: tuple[int, ...] = DEFAULT_RESOLUTIONS
+    quick: bool = False
+    quick_resolutions: int = QUICK_RESOLUTIONS
+    calibration_subnets: int = 20
+    seed: int = 0
+    job: agent.JobSettings = field(default_factory=default_job)
+    build_jobs: int = 2
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        if self.threads < 1:
+            raise UserError(f"--threads: must be >= 1, got {self.threads}")
+        if self.job.rounds < 1:
+            raise UserError(f"--rounds: must be >= 1, got {self.job.rounds}")
+        if not self.resolutions:
+            raise UserError("--resolutions: empty")
+        self.resolutions = tuple(sorted(set(int(r) for r in self.resolutions)))
+        if not self.name:
+            self.name = f"{self.device}-{self.backend}-{self.threads}t"
+
+    def measured_resolutions(self) -> list[int]:
+        if self.quick:
+            return pick_resolutions(self.resolutions, self.quick_resolutions)
+        return list(self.resolutions)
+
+    def calibration_archs(self) -> list[ArchConfig]:
+        """Calibration subnets: their own random stream, so they never coincide with validation samples."""
+        if self.calibration_subnets <= 0:
+            return []
+        rng = np.random.default_rng([self.seed, 1])
+        return sample_batch(rng, self.calibration_subnets, space_for_width(self.width),
+                            self.resolutions).to_configs()
+
+
+@dataclass
+class ProfileRun:
+    """A profiling job's outcome: the profile (calibration not yet fitted) and the calibration measurements."""
+
+    profile: Profile
+    calibration_archs: list[ArchConfig]
+    calibration_ms: np.ndarray
+    seconds: dict[str, float]
+    n_measured: int
+    n_interpolated: int
+
+
+def runner_for(device: str, backend: str, threads: int) -> LocalRunner:
+    """The runner that measures on ``device``: this machine for ``cpu`` (the SSH runner adds boards here)."""
+    if device in LOCAL_DEVICES:
+        bk = get_backend(backend)
+        if bk.device != device:
+            raise UserError(f"backend {backend!r} measures on the {bk.device}, not on {device!r} "
+                            f"(GPU: --backend torch-cuda[-graph][-b64])")
+        return LocalRunner(bk, threads)
+    raise UserError(f"unknown device {device!r}: this machine is 'cpu' (boards over SSH: ofakit devices list)")
+
+
+def measure_items(items: Sequence[Item], backend: str, runner: LocalRunner, journal: Path,
+                  job: agent.JobSettings, cache_dir: Path | None = None, build_jobs: int = 2,
+                  log: Log | None = None) -> tuple[dict[str, agent.Summary], dict[str, float]]:
+    """Build (cached) and measure ``items``; build failures are journaled as BUILD_ERROR. Returns the summaries
+    by item id and the seconds spent building and measuring."""
+    say = log or (lambda s: None)
+    journal.parent.mkdir(parents=True, exist_ok=True)
+    builder = Builder(get_backend(backend), cache_dir, build_jobs)
+    t0 = time.perf_counter()
+    built = builder.build(items, _every(log, "building models"))
+    t_build = time.perf_counter() - t0
+    failed = [b for b in built.values() if not b.ok]
+    if failed:
+        header = agent.make_header(backend, runner.threads, job)
+        j = agent.Journal(str(journal), header)
+        have = agent.latest(j.results)
+        for b in failed:
+            if (b.item.id, 0) not in have:
+                j.append(agent.MeasureResult(b.item.id, 0, agent.ErrorCode.BUILD_ERROR.value, b.error,
+                                             time=time.time()))
+        j.close()
+        say(f"{len(failed)} item(s) failed to build, e.g. {failed[0].item.id}: {failed[0].error}")
+    models = {i: b.path for i, b in built.items() if b.ok}
+    t0 = time.perf_counter()
+    summaries = runner.measure(models, journal, job, _every(log, "measuring", result=True))
+    t_measure = time.perf_counter() - t0
+    for b in failed:
+        summaries[b.item.id] = agent.Summary(b.item.id, agent.ErrorCode.BUILD_ERROR.value, b.error)
+    return summaries, {"build_s": t_build, "measure_s": t_measure}
+
+
+def _every(log: Log | None, what: str, result: bool = False, period: float = 5.0) -> Callable | None:
+    """A progress callback that logs at most every ``period`` seconds (and at the end)."""
+    if log is None:
+        return None
+    last = [0.0]
+
+    def cb(k: int, n: int, *rest: Any) -> None:
+        now = time.monotonic()
+        if k == n or now - last[0] >= period:
+            last[0] = now
+            extra = f" (round {rest[0].round})" if result and rest else ""
+            log(f"{what}: {k}/{n}{extra}")
+    return cb
+
+
+def profile_device(req: ProfileRequest, work_dir: str | Path | None = None, cache_dir: str | Path | None = None,
+                   log: Log | None = None, fresh: bool = False, runner: Any = None) -> ProfileRun:
+    """Measure the ops (and calibration subnets) of ``req`` and build its profile from the journal. ``runner``:
+    any runner (e.g. profiler.remote's SSHRunner for a board); default :func:`runner_for` ``req.device``."""
+    t_start = time.perf_counter()
+    spec = space_for_width(req.width)
+    cache = Path(cache_dir) if cache_dir else cache_root()
+    work = Path(work_dir) if work_dir else cache / "work" / req.name
+    journal = work / JOURNAL
+    if fresh and journal.exists():
+        journal.unlink()
+    runner = runner or runner_for(req.device, req.backend, req.threads)
+    env = runner.environment()
+    measured_res = req.measured_resolutions()
+    ops = enumerate_ops(spec, measured_res)
+    cal = req.calibration_archs()
+    items = [Item.op(op) for op in ops.values()] + [Item.subnet(a) for a in cal]
+    if log:
+        log(f"{req.name}: {len(ops)} distinct ops at {len(measured_res)} resolution(s) + {len(cal)} calibration "
+            f"subnets, {req.job.rounds} rounds; journal {journal}")
+    summaries, secs = measure_items(items, req.backend, runner, journal, req.job, cache, req.build_jobs, log)
+
+    rows, errors = [], []
+    for key in ops:
+        s = summaries.get(key)
+        if s is not None and s.ok:
+            rows.append(OpStats(key=key, ms=s.ms, median_ms=s.median_ms, mean_ms=s.mean_ms, std_ms=s.std_ms,
+                                iqr_ms=s.iqr_ms, min_ms=s.min_ms, cv=s.cv, n=s.n, rounds=s.rounds))
+        else:
+            errors.append({"key": key, "error": s.error if s else "MISSING", "msg": s.msg if s else ""})
+    n_measured = len(rows)
+    extra = [r for r in req.resolutions if r not in measured_res]
+    guessed = interpolate(spec, {r.key: r.ms for r in rows}, measured_res, extra) if extra else {}
+    rows += [OpStats(key=k, ms=v, rounds=0) for k, v in guessed.items()]
+
+    cal_ms = np.array([_ms(summaries.get(Item.subnet(a).id)) for a in cal], dtype=float)
+    env["loadavg_end"] = list(_loadavg())
+    desc = {"mode": "cpu" if req.backend != "torch" else "eager", "batch": 1, "input": "random float32, NCHW",
+            "exporter": "ofa_core.export (BN folded)" if req.backend != "torch" else "torch eager modules",
+            **get_backend(req.backend).describe()}
+    method = {
+        "statistic": "ms = minimum over rounds of the per-round median (rounds interleaved in shuffled order)",
+        "columns": "median_ms = median of the round medians; mean/std/iqr/cv/n from the best round; "
+                   "min_ms = fastest run; rounds = rounds measured (0 = interpolated, quick mode)",
+        "job": asdict(req.job), "seed": req.seed, "quick": req.quick, "measured_resolutions": measured_res,
+        "interpolation": "piecewise linear in input feature-map area per op slot" if guessed else None,
+        "calibration_subnets": len(cal), **{k: v for k, v in desc.items() if k != "mode"},
+    }
+    meta = ProfileMeta(name=req.name, device=req.device, backend=req.backend, width=spec.width_mult,
+                       resolutions=list(req.resolutions), batch=desc["batch"], threads=req.threads,
+                       mode=desc["mode"], source="measured",
+                       created=datetime.now(timezone.utc).isoformat(timespec="seconds"), ofakit_version=__version__,
+                       environment=env, method=method, errors=errors)
+    secs["total_s"] = time.perf_counter() - t_start
+    return ProfileRun(Profile(meta, rows), cal, cal_ms, secs, n_measured, len(guessed))
+
+
+def measure_subnets(archs: Sequence[ArchConfig], device: str, backend: str, threads: int, job: agent.JobSettings,
+                    journal: str | Path, cache_dir: str | Path | None = None, build_jobs: int = 2,
+                    log: Log | None = None, runner: Any = None
+                    ) -> tuple[np.ndarray, dict[str, agent.Summary], dict[str, float]]:
+    """Measure whole subnets end to end (same builder, runner and method as ops). NaN where one failed.
+    ``runner``: any runner (e.g. an SSHRunner for a board); default :func:`runner_for` ``device``."""
+    runner = runner or runner_for(device, backend, threads)
+    items = [Item.subnet(a) for a in archs]
+    summaries, secs = measure_items(items, backend, runner, Path(journal), job,
+                                    Path(cache_dir) if cache_dir else None, build_jobs, log)
+    return np.array([_ms(summaries.get(it.id)) for it in items], dtype=float), summaries, secs
+
+
+def _ms(s: agent.Summary | None) -> float:
+    return float(s.ms) if s is not None and s.ok and s.ms is not None else float("nan")
+
+
+def _loadavg() -> tuple[float, ...]:
+    try:
+        return os.getloadavg()
+    except OSError:
+        return ()
