@@ -102,7 +102,7 @@ def main() -> None:
         return run
 
     methods = {
-        "baseline (best other config, linear)": baseline,
+        "baseline (best other config, linear)": lambda t, idx: baseline(lat, t, idx),
         "few-shot, measured refs": few_shot([lat]),
         "few-shot, predicted refs": few_shot([pred_refs]),
         "few-shot, measured + predicted refs": few_shot([lat, pred_refs]),

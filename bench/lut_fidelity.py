@@ -6,7 +6,7 @@ share within ±5% / ±10%, RMSE %, mean error, Spearman; plus the raw error per 
 of the raw residual with parameter count, and how the two op tables agree on the ops both measured.
 
     python bench/lut_fidelity.py [--full cpu-onnxruntime-1t] [--quick runs/bench/profile_cost/quick]
-                                 [--n 100] [--seed 1] [--no-append]
+                                 [--n 100] [--seed 1] [--record] [--no-append]
 
 Without --quick, a quick profile is measured first (about 2 minutes) into runs/bench/lut_fidelity/quick.
 """
@@ -82,6 +82,7 @@ def main() -> None:
     p.add_argument("--n", type=int, default=100)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--out", type=Path, default=ROOT / "runs" / "bench" / "lut_fidelity")
+    p.add_argument("--record", action="store_true", help="store the full profile's figures in its profile.json")
     p.add_argument("--no-append", action="store_true")
     a = p.parse_args()
 
@@ -163,6 +164,12 @@ def main() -> None:
         lines.append(f"Quick vs full (calibrated), ±10% share: {q10[0] - f10[0]:+.1f} points (goal: lose <= 1).")
     text = "\n".join(lines)
     print(text)
+    if a.record:
+        from datetime import datetime
+
+        full.meta.validation = {"date": datetime.now().astimezone().isoformat(timespec="seconds"), "n": a.n,
+                                "seed": a.seed, **rep.metrics()}
+        print(f"recorded in {full.save()}")
     if not a.no_append:
         append_section("LUT fidelity on this CPU (bench/lut_fidelity.py, P1)", text)
 

@@ -68,7 +68,8 @@ def main() -> None:
                      s["build_s"], s["measure_s"], wall, load0, machine()))
         print(f"{mode}: {wall:.0f} s -> {folder}")
 
-    lines = [f"onnxruntime, 1 thread, {a.rounds} rounds + 2 extra for unstable items, default windows; "
+    lines = [f"onnxruntime, 1 thread, {a.rounds} rounds + up to {default_job().extra_rounds} extra for unstable "
+             "items, default windows; "
              f"{'models cached' if a.keep_cache else 'export included (fresh model cache)'}.", "",
              "| mode | ops measured | ops interpolated | calibration subnets | records | items re-measured | "
              "build s | measure s | total s | goal |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]

@@ -2,8 +2,8 @@
 supernet with a subnet active vs. the same step of the static network of that subnet (``get_active_subnet()``:
 same structure, same weights), on the same batch. Goal: <= 1.3x.
 
-Timing follows ../shared/notes/measuring-here.md: every (arch, kind) item is timed in several rounds,
-interleaved in shuffled order; median of the steps within a round, minimum over rounds. One torch thread.
+Timing follows ../shared/notes/measuring-here.md (rounds in shuffled order) and, because the machine is shared and
+time-sliced, compares back-to-back pairs of steps by their thread CPU time. One torch thread.
 
     .venv/bin/python bench/train_step_overhead.py [--batch 16] [--resolutions 64 128] [--rounds 3] [--no-append]
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
 import statistics
 import sys
 import time
@@ -27,21 +28,14 @@ from ofa_core.space import ArchConfig, sample_arch, space_for_width  # noqa: E40
 from ofa_core.supernet import OFAMobileNetV3  # noqa: E402
 
 
-def timed_steps(model: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
-                steps: int, before=None) -> float:
-    """Median seconds of ``steps`` training steps (after one warm-up step)."""
-    times = []
-    for i in range(steps + 1):
-        if before is not None:
-            before()
-        t = time.perf_counter()
-        loss = F.cross_entropy(model(x), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if i:
-            times.append(time.perf_counter() - t)
-    return statistics.median(times)
+def step(model: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+    """(wall s, thread CPU s) of one training step."""
+    w, c = time.perf_counter(), time.thread_time()
+    loss = F.cross_entropy(model(x), y)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return time.perf_counter() - w, time.thread_time() - c
 
 
 def main() -> int:
@@ -69,37 +63,63 @@ def main() -> int:
             x = torch.randn(args.batch, 3, r, r)
             y = torch.randint(0, 1000, (args.batch,))
             items.append({"name": name, "r": r, "arch": arch, "static": static, "x": x, "y": y,
-                          "times": {"supernet": [], "static": []}})
+                          "order": len(items)})
     sgd = dict(lr=1e-4, momentum=0.9, weight_decay=3e-5)
     opt_sup = torch.optim.SGD(sup.parameters(), **sgd)
-    order = [(i, kind) for i in range(len(items)) for kind in ("supernet", "static")]
-    for rnd in range(args.rounds):
-        rng.shuffle(order)
-        for i, kind in order:
-            it = items[i]
-            if kind == "supernet":
-                t = timed_steps(sup, opt_sup, it["x"], it["y"], args.steps,
-                                before=lambda a=it["arch"]: sup.set_active_subnet(a))
-            else:
-                opt = it.setdefault("opt", torch.optim.SGD(it["static"].parameters(), **sgd))
-                t = timed_steps(it["static"], opt, it["x"], it["y"], args.steps)
-            it["times"][kind].append(t)
-        print(f"round {rnd + 1}/{args.rounds} done", flush=True)
-    rows = ["| arch | r | static step (ms) | supernet step (ms) | ratio |", "|---|---|---|---|---|"]
-    ratios = []
     for it in items:
-        s, d = min(it["times"]["static"]), min(it["times"]["supernet"])
-        ratios.append(d / s)
-        rows.append(f"| {it['name']} | {it['r']} | {1000 * s:.0f} | {1000 * d:.0f} | {d / s:.2f}x |")
-    summary = (f"Median ratio {statistics.median(ratios):.2f}x, max {max(ratios):.2f}x over {len(ratios)} subnets "
-               f"(goal <= 1.3x).")
+        it["opt"] = torch.optim.SGD(it["static"].parameters(), **sgd)
+        it["pairs"] = []  # (supernet, static) thread-CPU seconds of back-to-back steps
+        it["wall"] = {"supernet": [], "static": []}
+
+    def run(it: dict, kind: str) -> tuple[float, float]:
+        if kind == "supernet":
+            sup.set_active_subnet(it["arch"])
+            return step(sup, opt_sup, it["x"], it["y"])
+        return step(it["static"], it["opt"], it["x"], it["y"])
+
+    for it in items:  # warm-up
+        run(it, "supernet")
+        run(it, "static")
+    for rnd in range(args.rounds):
+        rng.shuffle(items)
+        for it in items:
+            walls = {"supernet": [], "static": []}
+            for k in range(args.steps):
+                kinds = ("supernet", "static") if (k + rnd) % 2 == 0 else ("static", "supernet")
+                got = {kind: run(it, kind) for kind in kinds}
+                it["pairs"].append((got["supernet"][1], got["static"][1]))
+                for kind in kinds:
+                    walls[kind].append(got[kind][0])
+            for kind, v in walls.items():
+                it["wall"][kind].append(statistics.median(v))
+        print(f"round {rnd + 1}/{args.rounds} done", flush=True)
+    items.sort(key=lambda it: (it["r"], it["order"]))
+    rows = ["| arch | r | static step, CPU ms | supernet step, CPU ms | paired CPU ratio | wall ratio |",
+            "|---|---|---|---|---|---|"]
+    paired, walls = [], []
+    for it in items:
+        sup_cpu = statistics.median(p[0] for p in it["pairs"])
+        st_cpu = statistics.median(p[1] for p in it["pairs"])
+        ratio = statistics.median(p[0] / p[1] for p in it["pairs"])
+        wall = min(it["wall"]["supernet"]) / min(it["wall"]["static"])
+        paired.append(ratio)
+        walls.append(wall)
+        rows.append(f"| {it['name']} | {it['r']} | {1000 * st_cpu:.0f} | {1000 * sup_cpu:.0f} | {ratio:.2f}x | "
+                    f"{wall:.2f}x |")
+    gm = lambda v: float(np.exp(np.mean(np.log(v))))  # noqa: E731
+    summary = (f"Paired CPU ratio: geometric mean {gm(paired):.2f}x, range {min(paired):.2f}..{max(paired):.2f}x "
+               f"over {len(paired)} subnets (goal <= 1.3x); wall ratio (min over rounds): geometric mean "
+               f"{gm(walls):.2f}x, range {min(walls):.2f}..{max(walls):.2f}x. Load average at the end: "
+               f"{os.getloadavg()[0]:.1f}.")
     text = "\n".join([
         "", f"## Training-step overhead of the supernet (bench/train_step_overhead.py, {dt.date.today()})", "",
         f"Machine: this 2-core development CPU (shared, noisy), torch {torch.__version__}, 1 thread. One SGD step "
         f"(forward, cross entropy, backward, momentum step) at batch {args.batch}, 1000 classes, width 1.0: "
         f"OFAMobileNetV3 with the subnet active vs. the static network of the same subnet and weights "
-        f"(get_active_subnet()), same batch. {args.rounds} interleaved rounds in shuffled order, median of "
-        f"{args.steps} steps per round, minimum over rounds.", "", *rows, "", summary, ""])
+        f"(get_active_subnet()), same batch. {args.rounds} rounds over the subnets in shuffled order; per round and "
+        f"subnet {args.steps} back-to-back pairs (supernet step, static step, alternating which goes first). "
+        f"Paired CPU ratio = median over all pairs of the two steps' thread CPU times (robust to this machine's "
+        f"time-slicing); wall ratio = min over rounds of per-round medians.", "", *rows, "", summary, ""])
     print(text)
     if not args.no_append:
         with open(ROOT / "BENCHMARKS.md", "a", encoding="utf-8") as f:

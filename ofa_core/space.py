@@ -355,18 +355,21 @@ def _one_hot(values: np.ndarray, choices: Sequence[int]) -> np.ndarray:
 
 def _fill_block_one_hots(b: ArchBatch, out: np.ndarray) -> int:
     """Scatter the ks one-hots then the e one-hots (20 blocks x choices each, skipped blocks all zero) into the
-    zero-initialised ``out``; returns the number of columns written. Values outside the choices raise."""
-    active = b.active_mask().astype(np.float32)
-    rows = np.arange(len(b))[:, None]
+    zero-initialised C-contiguous ``out``; returns the number of columns written. Values outside the choices
+    raise (also in skipped blocks)."""
+    active = b.active_mask()
+    flat = out.reshape(-1)
+    base = (np.arange(len(b)) * out.shape[1])[:, None]
     col = 0
     for name, values, choices in (("ks", b.ks, KS_CHOICES), ("e", b.e, E_CHOICES)):
         lut = np.full(max(choices) + 1, -1, dtype=np.int64)
         lut[list(choices)] = np.arange(len(choices))
-        idx = lut[np.clip(values, 0, lut.size - 1)]
-        bad = (idx < 0) | (values < 0) | (values >= lut.size)
-        if bad.any():
-            raise ArchError(f"{name}: {values[bad][0]} is not one of {list(choices)}")
-        out[rows, col + np.arange(N_BLOCKS) * len(choices) + idx] = active
+        in_range = values.size == 0 or (values.min() >= 0 and values.max() < lut.size)
+        idx = lut[values] if in_range else np.full(values.shape, -1)
+        if not in_range or (idx < 0).any():
+            bad = values[(idx < 0)][0] if in_range else values[(values < 0) | (values >= lut.size)][0]
+            raise ArchError(f"{name}: {bad} is not one of {list(choices)}")
+        flat[(base + col + np.arange(N_BLOCKS) * len(choices) + idx)[active]] = 1.0
         col += N_BLOCKS * len(choices)
     return col
 

@@ -2,10 +2,11 @@
 
 :class:`LUTPredictor` is the plain sum of the profile's per-op latencies. :class:`CalibratedLUTPredictor` corrects
 it with a linear model fitted on a few whole subnets measured on the device: ``a * LUT sum + b * params (M) +
-c * number of ops + d`` (features configurable), fitted on relative error with a Huber loss. An op timed alone keeps its weights in cache while a whole
-network streams them, and every network pays fixed per-run costs, so the plain sum runs low on CPUs; the
-correction is linear in per-op quantities, so it folds into one per-op table and predicts exactly as fast as the
-plain sum. Fitted parameters are stored in the profile's ``calibration`` (plain JSON).
+c * number of ops + d`` (features configurable), fitted on relative error with a Huber loss. An op timed alone
+keeps its weights in cache while a whole network streams them, and every network pays fixed per-run costs, so the
+plain sum runs low on CPUs; the correction is linear in per-op quantities, so it folds into one per-op table and
+predicts exactly as fast as the plain sum. Fitted parameters are stored in the profile's ``calibration`` (plain
+JSON).
 """
 from __future__ import annotations
 

@@ -40,7 +40,7 @@ Log = Callable[[str], None]
 def default_job() -> agent.JobSettings:
     """The method this machine needs (see docs): short windows, several interleaved rounds, min of medians."""
     return agent.JobSettings(agent.TimingSettings(warmup_runs=2, warmup_s=0.002, min_runs=5, min_s=0.03),
-                             rounds=4, extra_rounds=2, cv_threshold=0.10, spread_threshold=0.10, timeout_s=60.0)
+                             rounds=4, extra_rounds=4, cv_threshold=0.10, spread_threshold=0.10, timeout_s=60.0)
 
 
 @dataclass

@@ -202,3 +202,13 @@ def test_jsonl_reader(tmp_path):
     bad.write_text("{oops\n")
     with pytest.raises(UserError, match=r"bad.jsonl:1: not valid JSON"):
         load_accuracy_jsonl(bad)
+
+
+def test_predict_rejects_values_outside_the_space(ofa_predictor):
+    b = sample_batch(np.random.default_rng(0), 4)
+    b.e[2, 19] = 5  # even in a block the depth may skip
+    with pytest.raises(UserError, match=r"e: 5 is not one of \[3, 4, 6\]"):
+        ofa_predictor.predict(b)
+    b = sample_batch(np.random.default_rng(0), 4, resolutions=[96])
+    with pytest.raises(UserError, match="112..239"):
+        ofa_predictor.predict(b)

@@ -251,3 +251,32 @@ def test_summary_takes_min_of_round_medians_and_flags_unstable_items() -> None:
     assert agent.unstable(agent.summarize(recs[:1])["a"], job)  # one round alone is never trusted
     noisy = agent.MeasureResult("b", 0, median_ms=1.0, mean_ms=1.0, std_ms=0.5, iqr_ms=0.4, cv=0.5, min_ms=0.5, n=5)
     assert agent.unstable(agent.summarize([noisy, agent.MeasureResult(**{**noisy.__dict__, "round": 1})])["b"], job)
+
+
+def test_unstable_items_get_rounds_one_at_a_time_until_they_agree(tmp_path: Path) -> None:
+    # A real worker subprocess whose "model" is a busy loop: item "steady" always takes 1 ms of CPU, item "jumpy"
+    # takes 1, 2, 1.6 then 1.05 ms in successive rounds, so only it gets extra rounds, and only until its two
+    # best rounds agree within 10% (round 3), not all 5 allowed.
+    script = tmp_path / "busy_worker.py"
+    script.write_text(textwrap.dedent(f"""
+        import sys, time
+        sys.path.insert(0, {str(AGENT_FILE.parent)!r})
+        import ofakit_agent as a
+        plan = {{"steady": [1.0] * 9, "jumpy": [1.0, 2.0, 1.6, 1.05, 3.0, 3.0, 3.0, 3.0]}}
+        def load(path, threads):
+            ms = plan[path].pop(0) / 1e3
+            def run():
+                end = time.thread_time() + ms
+                while time.thread_time() < end:
+                    pass
+            return run
+        a.serve(load, 1)
+    """))
+    items = [("steady", "steady"), ("jumpy", "jumpy")]
+    job = agent.JobSettings(agent.TimingSettings(1, 0.0, 5, 0.005), rounds=2, extra_rounds=5, cv_threshold=0.5,
+                            spread_threshold=0.10)
+    out = tmp_path / "res.jsonl"
+    summ = agent.measure(items, str(out), [PY, str(script)], job, agent.make_header("busy", 1, job))
+    rounds = {i: sorted(r.round for r in agent.read_results(str(out))[1] if r.id == i) for i, _ in items}
+    assert rounds == {"steady": [0, 1], "jumpy": [0, 1, 2, 3]}
+    assert summ["jumpy"].ms == pytest.approx(1.0, rel=0.15) and summ["jumpy"].spread < 0.10

@@ -184,3 +184,19 @@ def test_calibrated_predictor_fits_folds_and_round_trips(tmp_path: Path) -> None
     json.loads((folder / "profile.json").read_text())  # plain JSON
     loaded = CalibratedLUTPredictor(load_profile(folder))
     assert loaded.predict(batch) == pytest.approx(truth, rel=1e-9)
+
+
+def test_huber_calibration_shrugs_off_a_subnet_measured_in_a_slow_spell() -> None:
+    prof = _small_profile()
+    batch = sample_batch(np.random.default_rng(3), 20, resolutions=[160])
+    lut = LUTPredictor(prof).predict(batch)
+    noise = np.random.default_rng(4).normal(0, 0.01, len(lut))
+    truth = (1.15 * lut + 0.4) * (1 + noise)
+    measured = truth.copy()
+    measured[3] *= 1.45  # one subnet caught in the CPU's slow state
+    huber = CalibratedLUTPredictor(prof, ("lut_ms",)).fit(batch, measured)
+    plain = CalibratedLUTPredictor(prof, ("lut_ms",), loss="squared").fit(batch, measured)
+    clean = np.delete(np.arange(len(lut)), 3)
+    err = lambda p: np.abs(p.predict(batch)[clean] / truth[clean] - 1).max()  # noqa: E731
+    assert err(huber) < 0.03 and err(huber) < 0.6 * err(plain), (err(huber), err(plain))
+    assert huber.to_calibration()["loss"] == "huber"

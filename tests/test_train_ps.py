@@ -142,3 +142,21 @@ def test_accuracy_dataset_resumes_and_repairs_a_torn_line(run, tmp_path: Path, c
     lone.write_bytes(ckpt.read_bytes())
     assert main(["accuracy-dataset", "--n", "1", "--checkpoint", str(lone), "--out", str(acc)]) == 2
     assert "pass --config" in capsys.readouterr().err
+
+
+def test_schedule_loss_and_optimizer_pieces():
+    from ofa_core.train.config import OptimConfig
+    from ofa_core.train.trainer import lr_at, make_optimizer, soft_target_loss
+    lrs = [lr_at(s, 100, 10, 0.5) for s in range(100)]
+    assert lrs[0] == 0.05 and lrs[9] == 0.5 and lrs[10] == 0.5  # linear warm-up, then cosine from the peak
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:])) and lrs[-1] < 1e-3
+    logits = torch.randn(4, 10)
+    big = torch.full((4, 10), -1e4)
+    big[torch.arange(4), torch.tensor([1, 2, 3, 4])] = 1e4  # a one-hot teacher: KD = plain cross entropy
+    ce = torch.nn.functional.cross_entropy(logits, torch.tensor([1, 2, 3, 4]))
+    assert torch.allclose(soft_target_loss(logits, big), ce)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+    opt = make_optimizer(net, 0.1, OptimConfig(weight_decay=1e-4))
+    decay, no_decay = opt.param_groups
+    assert [p.dim() for p in decay["params"]] == [4] and decay["weight_decay"] == 1e-4
+    assert len(no_decay["params"]) == 3 and no_decay["weight_decay"] == 0.0  # conv bias, BN weight and bias

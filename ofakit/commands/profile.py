@@ -146,8 +146,9 @@ def measure_cmd(
                                                                       "(default 0.03)."),
     quick_resolutions: Optional[int] = typer.Option(None, "--quick-resolutions",
                                                     help="Resolutions measured by --quick (default 3)."),
-    extra_rounds: Optional[int] = typer.Option(None, "--extra-rounds", help="Rounds added for noisy ops "
-                                                                            "(default 2)."),
+    extra_rounds: Optional[int] = typer.Option(None, "--extra-rounds",
+                                               help="At most this many rounds added, one at a time, for noisy ops "
+                                                    "(default 4)."),
     devices: Optional[str] = remote_cli.DevicesOpt, tag: Optional[str] = remote_cli.TagOpt,
     inventory: Optional[Path] = remote_cli.InventoryOpt, accept_new_host_key: bool = remote_cli.AcceptOpt,
     connect_timeout: float = remote_cli.TimeoutOpt, retries: int = remote_cli.RetriesOpt,

@@ -1,7 +1,8 @@
 """`ofakit train --config FILE` (progressive shrinking) and `ofakit accuracy-dataset --n N` (subnet accuracies).
 
-Both run as one process or under ``torchrun --nproc_per_node K --no-python ofakit ...`` (DDP, NCCL on GPUs, gloo
-on CPU); both resume what an interrupted run left behind.
+Both run as one process or under ``torchrun --nproc_per_node K --no-python -- ofakit ...`` (DDP, NCCL on GPUs,
+gloo on CPU; the ``--`` stops torchrun's parser from reading ``--n`` as an abbreviation of its own options); both
+resume what an interrupted run left behind.
 """
 from __future__ import annotations
 

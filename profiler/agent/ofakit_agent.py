@@ -14,8 +14,9 @@ measured in ``--rounds`` rounds, each round a pass over all items in a freshly s
 resumed run follows the same order), so slow/fast CPU states and drift spread over all items. The value of an
 item is the minimum over rounds of the round medians; items whose best round is noisy (robust CV =
 IQR/1.349/median above ``--cv-threshold``) or whose two best rounds disagree by more than ``--spread-threshold``
-get ``--extra-rounds`` more rounds. Timing runs in a worker subprocess: an item that hangs past ``--timeout`` or
-crashes the runtime is recorded (RUN_TIMEOUT / RUNTIME_ERROR), the worker is restarted and the run goes on.
+get more rounds, one at a time, until they are stable or ``--extra-rounds`` more rounds were measured. Timing
+runs in a worker subprocess: an item that hangs past ``--timeout`` or crashes the runtime is recorded
+(RUN_TIMEOUT / RUNTIME_ERROR), the worker is restarted and the run goes on.
 
 CLI (stable):
 
@@ -392,6 +393,9 @@ def _one_line(exc: BaseException) -> str:
     return text[:500]
 
 
+_EOF = {"eof": True}  # type: Dict[str, Any]
+
+
 class Worker:
     """A timing subprocess with per-request timeouts; restarted after a hang or a crash."""
 
@@ -432,12 +436,15 @@ class Worker:
         """The reply to the last request; a hang or a crash becomes an error reply and stops the worker."""
         assert self.proc is not None
         reply = self._readline(timeout)
-        if reply is not None:
+        if reply is not None and reply is not _EOF:
             return reply
-        if self.proc.poll() is None:
+        if reply is None:  # no answer in time: hung
             self.stop()
             return {"error": ErrorCode.RUN_TIMEOUT.value, "msg": "no result after {:g} s".format(timeout)}
-        code = self.proc.returncode
+        try:  # the pipe closed: the worker died (or is dying)
+            code = self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            code = 0
         tail = self._log_tail()
         self.stop()
         why = "signal {}".format(-code) if code < 0 else "exit code {}".format(code)
@@ -445,6 +452,7 @@ class Worker:
             why, ": " + tail if tail else "")}
 
     def _readline(self, timeout: float) -> Optional[Dict[str, Any]]:
+        """The next reply; None after ``timeout``; ``_EOF`` when the worker closed its output."""
         assert self.proc is not None and self.proc.stdout is not None
         fd = self.proc.stdout.fileno()
         deadline = time.monotonic() + timeout
@@ -457,7 +465,7 @@ class Worker:
                 continue
             chunk = os.read(fd, 65536)
             if not chunk:
-                return None
+                return _EOF
             self._buf += chunk
         line, self._buf = self._buf.split(b"\n", 1)
         try:
@@ -611,11 +619,14 @@ def measure(items: Sequence[Tuple[str, str]], out_path: str, worker_argv: Sequen
     try:
         plan = [(rnd, ids) for rnd in range(job.rounds)]
         _run_rounds(plan, models, journal, worker, job, progress)
-        if job.extra_rounds > 0:
-            summ = summarize(r for r in journal.results if r.round < job.rounds and r.id in models)
+        for rnd in range(job.rounds, job.rounds + job.extra_rounds):
+            # one more round for the items still unstable; decided from earlier rounds only, so a resumed run
+            # picks the same items
+            summ = summarize(r for r in journal.results if r.round < rnd and r.id in models)
             redo = sorted(i for i, s in summ.items() if unstable(s, job))
-            extra = [(job.rounds + k, redo) for k in range(job.extra_rounds)]
-            _run_rounds(extra, models, journal, worker, job, progress)
+            if not redo:
+                break
+            _run_rounds([(rnd, redo)], models, journal, worker, job, progress)
     finally:
         worker.stop()
         journal.close()
