@@ -22,7 +22,8 @@ from scipy import stats
 from sklearn.base import BaseEstimator, RegressorMixin
 
 from ofa_core.errors import ArchError, UserError
-from ofa_core.space import ArchBatch, ArchConfig, as_batch, encode_general, encode_ofa
+from ofa_core.records import read_accuracy_records
+from ofa_core.space import ArchBatch, as_batch, encode_general, encode_ofa
 
 from .base import Archs
 from .persist import PredictorFileError, load_bundle, save_bundle
@@ -299,28 +300,7 @@ def load_accuracy_predictor(spec: str) -> AccuracyMLP:
 
 def load_accuracy_jsonl(path: str | os.PathLike) -> tuple[ArchBatch, np.ndarray]:
     """Read ``{"ks","e","d","r"[,"width"],"acc"}`` lines (acc as a fraction); errors name the file and line."""
-    archs, acc = [], []
-    try:
-        f = open(path, encoding="utf-8")
-    except OSError as exc:
-        raise UserError(f"{path}: cannot read accuracy data ({exc.strerror})") from None
-    with f:
-        for no, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-                if not isinstance(rec, dict) or "acc" not in rec:
-                    raise UserError("expected a JSON object with an 'acc' field")
-                a = rec.pop("acc")
-                if isinstance(a, bool) or not isinstance(a, (int, float)) or not 0 <= a <= 1:
-                    raise UserError(f"acc: expected a fraction in [0, 1], got {a!r}")
-                archs.append(ArchConfig.from_ofa_dict(rec))
-                acc.append(float(a))
-            except json.JSONDecodeError as exc:
-                raise UserError(f"{path}:{no}: not valid JSON ({exc.msg})") from None
-            except UserError as exc:
-                raise UserError(f"{path}:{no}: {exc}") from None
+    archs, acc = read_accuracy_records(path)
     if not archs:
         raise UserError(f"{path}: no records")
     try:

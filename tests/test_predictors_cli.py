@@ -75,8 +75,7 @@ def test_predict_errors_are_one_line(env, tmp_path, capsys):
         (["predict", str(path), "--profile", "nope"], "no device profile 'nope'"),
         (["predict", str(tmp_path / "missing.json"), "--profile", "note10"], "cannot read arch file"),
         (["predict", str(path), "--profile", "note10", "--predictor", "magic"], "neither a known name"),
-        (["predict", str(path), "--profile", "note10", "--width", "1.2", "--predictor", str(tmp_path)],
-         "no saved predictor"),
+        (["predict", str(path), "--width", "1.2", "--predictor", str(tmp_path)], "no saved predictor"),
     ]
     for argv, msg in cases:
         assert main(argv) == 2
@@ -123,6 +122,8 @@ def test_fit_latency_cli_and_predict_with_it(env, tmp_path, capsys):
     assert main(["predict", str(_arch_file(tmp_path, arch)), "--predictor", str(out)]) == 0
     ms = float(capsys.readouterr().out.split()[0])
     assert abs(ms / rows[0]["latency_ms"]["titan_rtx_64"] - 1) < 0.15
+    assert main(["predict", str(tmp_path / "arch.json"), "--predictor", str(out), "--profile", "note10"]) == 2
+    assert "leave --profile out" in capsys.readouterr().err
     assert main(["fit-latency", str(data), "--out", str(out), "--model", "svm"]) == 2
     assert "model: expected one of" in capsys.readouterr().err
 

@@ -160,3 +160,27 @@ def test_schedule_loss_and_optimizer_pieces():
     decay, no_decay = opt.param_groups
     assert [p.dim() for p in decay["params"]] == [4] and decay["weight_decay"] == 1e-4
     assert len(no_decay["params"]) == 3 and no_decay["weight_decay"] == 0.0  # conv bias, BN weight and bias
+
+
+def test_train_on_an_image_folder(tmp_path: Path, one_thread):
+    """`--data PATH` trains on an ImageNet-style folder (class sub-folders of images)."""
+    import numpy as np
+    from PIL import Image
+    rng = np.random.default_rng(0)
+    for c, cls in enumerate(("stripes", "dots")):
+        (tmp_path / "data" / cls).mkdir(parents=True)
+        for i in range(12):
+            arr = rng.integers(0, 60, (40, 36, 3), dtype=np.uint8)
+            arr[::4 if c == 0 else 1, ::1 if c == 0 else 4] += 150
+            Image.fromarray(arr).save(tmp_path / "data" / cls / f"{i}.jpg")
+    cfg = yaml.safe_load(tiny_config(tmp_path / "t.yaml").read_text())
+    cfg["phases"] = cfg["phases"][:1]
+    cfg["data"].update(holdout=8, train_subset=None, eval_images=None, calib_images=8, center_crop=0.875)
+    (tmp_path / "t.yaml").write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "run"
+    assert main(["train", "--config", str(tmp_path / "t.yaml"), "--data", str(tmp_path / "data"), "--out", str(out),
+                 "--quiet"]) == 0
+    assert yaml.safe_load((out / "config.yaml").read_text())["data"]["source"] == str(tmp_path / "data")
+    ev = json.loads((out / "full" / "eval.json").read_text())
+    assert ev["holdout_images"] == 8 and len(ev["subnets"]) == 2
+    assert (out / "full" / "final.pt").is_file()

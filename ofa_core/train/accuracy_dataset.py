@@ -14,7 +14,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ..errors import ArchError, UserError
+from ..errors import UserError
+from ..records import read_accuracy_records
 from ..space import ArchConfig, sample_batch, space_for_width
 from ..supernet import OFAMobileNetV3
 from .data import Splits
@@ -49,24 +50,7 @@ def repair_tail(path: Path) -> None:
 
 def read_done(path: Path) -> set[ArchConfig]:
     """The subnets already recorded in ``path`` (errors name the line)."""
-    done: set[ArchConfig] = set()
-    if not path.exists():
-        return done
-    with open(path, encoding="utf-8") as f:
-        for no, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-                if not isinstance(rec, dict) or "acc" not in rec:
-                    raise ArchError("expected a JSON object with an 'acc' field")
-                rec = {k: v for k, v in rec.items() if k != "acc"}
-                done.add(ArchConfig.from_ofa_dict(rec))
-            except json.JSONDecodeError as exc:
-                raise UserError(f"{path}:{no}: not valid JSON ({exc.msg})") from None
-            except ArchError as exc:
-                raise UserError(f"{path}:{no}: {exc}") from None
-    return done
+    return set(read_accuracy_records(path)[0]) if path.exists() else set()
 
 
 def build_accuracy_dataset(model: OFAMobileNetV3, splits: Splits, out: str | os.PathLike, n: int,

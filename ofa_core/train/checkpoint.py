@@ -5,30 +5,12 @@ from __future__ import annotations
 import io
 import json
 import os
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from ..errors import UserError
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to a temp file beside ``path``, fsync it, then rename it over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+from ..fileio import atomic_write_bytes
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:

@@ -100,16 +100,23 @@ def board_profile(name: str, inventory: Optional[Path]):  # noqa: ANN201 - devic
 
 def board_runner(profile, remote: dict):  # noqa: ANN001, ANN201 - Profile -> SSHRunner | None
     """The runner that re-measures on ``profile``'s device: None for this machine, an SSHRunner for a board."""
+    meta = profile.meta
+    return device_runner(meta.device, meta.backend, meta.threads, remote)[0]
+
+
+def device_runner(device: str, backend: Optional[str], threads: Optional[int], remote: dict):  # noqa: ANN201
+    """(runner, backend, threads) for measuring on ``device``: runner None for this machine (defaults
+    onnxruntime, 1 thread), an SSHRunner for a board (defaults: its inventory's backend and threads)."""
     from profiler.backends import get_backend
     from profiler.pipeline import LOCAL_DEVICES
     from profiler.remote.inventory import load_inventory
     from profiler.remote.runner import SSHRunner
 
-    meta = profile.meta
-    if meta.device in LOCAL_DEVICES:
-        return None
-    dev = load_inventory(remote["inventory"]).get(meta.device)
-    return SSHRunner(dev, get_backend(meta.backend), _ssh(remote), remote["reconnects"], threads=meta.threads)
+    if device in LOCAL_DEVICES:
+        return None, backend or "onnxruntime", threads or 1
+    dev = load_inventory(remote["inventory"]).get(device)
+    backend, threads = backend or dev.backend, threads or dev.threads
+    return SSHRunner(dev, get_backend(backend), _ssh(remote), remote["reconnects"], threads=threads), backend, threads
 
 
 @devices_app.command("list")

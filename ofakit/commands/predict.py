@@ -62,11 +62,13 @@ def register(app: typer.Typer) -> None:
         from predictors.base import LATENCY_PREDICTORS, make_latency_predictor
 
         named = predictor in LATENCY_PREDICTORS
-        prof = load_profile(profile or DEFAULT_PROFILE) if named or profile else None
+        prof = load_profile(profile or DEFAULT_PROFILE) if named else None
         pred = make_latency_predictor(predictor, prof)
+        if profile and not named:
+            raise UserError("--profile: a saved predictor carries its own device data; leave --profile out")
         default_width = prof.meta.width if prof is not None else getattr(pred, "width_", 1.0)
         configs = [_read_arch(p, width, default_width) for p in archs]
-        if prof is not None and named and any(c.width != prof.meta.width for c in configs):
+        if prof is not None and any(c.width != prof.meta.width for c in configs):
             bad = next(c for c in configs if c.width != prof.meta.width)
             raise UserError(f"width: profile {prof.name!r} describes the width-{prof.meta.width} supernet, the "
                             f"arch has width {bad.width} (pass --width {prof.meta.width})")

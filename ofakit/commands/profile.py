@@ -149,6 +149,8 @@ def measure_cmd(
     extra_rounds: Optional[int] = typer.Option(None, "--extra-rounds",
                                                help="At most this many rounds added, one at a time, for noisy ops "
                                                     "(default 4)."),
+    few_shot: int = typer.Option(0, "--few-shot", help="Instead of a LUT: measure this many random subnets end to "
+                                                      "end and fit a few-shot predictor from the known profiles."),
     devices: Optional[str] = remote_cli.DevicesOpt, tag: Optional[str] = remote_cli.TagOpt,
     inventory: Optional[Path] = remote_cli.InventoryOpt, accept_new_host_key: bool = remote_cli.AcceptOpt,
     connect_timeout: float = remote_cli.TimeoutOpt, retries: int = remote_cli.RetriesOpt,
@@ -158,10 +160,46 @@ def measure_cmd(
     profile (resumes if interrupted)."""
     remote = remote_cli.remote_settings(inventory, accept_new_host_key, connect_timeout, retries, reconnects,
                                         op_timeout, devices, tag)
+    if few_shot:
+        if device is None or devices or tag:
+            raise UserError("--few-shot: name one DEVICE (this machine 'cpu' or one board)")
+        return few_shot_profile(device, few_shot, seed, backend, threads, width, out, name, work, jobs,
+                                {**remote_cli.remote_settings(None, False, 10.0, 3, 3), **remote})
     return dispatch_profile(device, remote, backend=backend, threads=threads, resolutions=resolutions, quick=quick,
                             rounds=rounds, out=out, name=name, work=work, fresh=fresh, calibration=calibration,
                             seed=seed, jobs=jobs, width=width, min_time=min_time, quick_resolutions=quick_resolutions,
                             extra_rounds=extra_rounds)
+
+
+def few_shot_profile(device: str, n: int, seed: int, backend: Optional[str], threads: Optional[int], width: float,
+                     out: Optional[Path], name: str, work: Optional[Path], jobs: int, remote: dict) -> int:
+    """`ofakit profile DEVICE --few-shot N`: measure N random subnets on DEVICE (same method as profiles) and save
+    a few-shot latency predictor fitted on them and on every known profile's LUT."""
+    import numpy as np
+
+    from device_profiles import profile_root
+    from ofa_core.space import sample_batch, space_for_width
+    from predictors.fewshot import fit_few_shot
+    from profiler.builder import cache_root
+    from profiler.pipeline import default_job, measure_subnets
+
+    if n < 4:
+        raise UserError(f"--few-shot: needs at least 4 subnets, got {n}")
+    runner, backend, threads = remote_cli.device_runner(device, backend, threads, remote)
+    name = name or f"{device}-{backend}-{threads}t-fewshot{n}"
+    archs = sample_batch(np.random.default_rng([seed, 3]), n, space_for_width(width)).to_configs()
+    journal = (work or cache_root() / "work" / name) / f"fewshot-seed{seed}.jsonl"
+    log_line(f"{name}: measuring {n} subnets end to end on {device} ({backend}, {threads} thread(s))")
+    ms, _, _ = measure_subnets(archs, device, backend, threads, default_job(), journal, build_jobs=jobs,
+                               log=log_line, runner=runner)
+    ok = np.isfinite(ms)
+    if ok.sum() < 4:
+        raise UserError(f"{device}: only {int(ok.sum())} of {n} subnets could be measured; see {journal}")
+    pred = fit_few_shot([a for a, g in zip(archs, ok) if g], ms[ok])
+    folder = pred.save(out or profile_root() / name)
+    print(f"{name}: few-shot predictor from {int(ok.sum())} measured subnets "
+          f"({', '.join(f'{v:.2f}' for v in ms[ok])} ms) -> {folder}")
+    return 0
 
 
 def dispatch_profile(device: Optional[str], remote: Optional[dict] = None, **kw: Any) -> int:
