@@ -18,7 +18,6 @@ from .space import MAX_DEPTH, N_BLOCKS, N_STAGES, ArchBatch, ArchConfig, SpaceSp
 
 STEM, BLOCK, FINAL_EXPAND, POOL, FEATURE_MIX, CLASSIFIER = (
     "Conv", "expanded_conv", "Conv_1", "AvgPool2D", "Conv_2", "Logits")
-KINDS = (STEM, BLOCK, FINAL_EXPAND, POOL, FEATURE_MIX, CLASSIFIER)
 SE_REDUCTION = 4
 
 
