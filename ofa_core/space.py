@@ -8,6 +8,7 @@ h-swish; a fixed first block (depthwise 3x3, expand 1); a head 1x1 conv -> globa
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -195,8 +196,10 @@ class ArchConfig:
         return {"ks": list(self.ks), "e": list(self.e), "d": list(self.d), "r": [self.r]}
 
     @classmethod
-    def from_ofa_dict(cls, data: Mapping[str, Any], width: float | None = None) -> "ArchConfig":
-        """Build from OFA's arch dict; a ``width`` key in the dict is used unless ``width`` is given."""
+    def from_ofa_dict(cls, data: Mapping[str, Any], width: float | None = None,
+                      default_width: float = 1.0) -> "ArchConfig":
+        """Build from OFA's arch dict. Width: ``width`` if given, else the dict's ``width``, else
+        ``default_width``."""
         if not isinstance(data, Mapping):
             raise ArchError(f"arch: expected a JSON object with ks, e, d, r; got {type(data).__name__}")
         missing = [k for k in ("ks", "e", "d", "r") if k not in data]
@@ -205,7 +208,7 @@ class ArchConfig:
         unknown = sorted(set(data) - {"ks", "e", "d", "r", "width", "wid"})
         if unknown:
             raise ArchError(f"{unknown[0]}: unknown field in the arch")
-        w = width if width is not None else data.get("width", 1.0)
+        w = width if width is not None else data.get("width", default_width)
         return cls(data["ks"], data["e"], data["d"], data["r"], w)
 
     def to_dict(self) -> dict[str, Any]:
@@ -215,15 +218,15 @@ class ArchConfig:
         return json.dumps(self.to_dict())
 
     @classmethod
-    def from_json(cls, text: str, width: float | None = None) -> "ArchConfig":
+    def from_json(cls, text: str, width: float | None = None, default_width: float = 1.0) -> "ArchConfig":
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise ArchError(f"arch: not valid JSON ({exc.msg} at line {exc.lineno})") from None
-        return cls.from_ofa_dict(data, width)
+        return cls.from_ofa_dict(data, width, default_width)
 
 
-def load_arch(path: str, width: float | None = None) -> ArchConfig:
+def load_arch(path: str | os.PathLike, width: float | None = None, default_width: float = 1.0) -> ArchConfig:
     """Read an arch JSON file (OFA's dict, optionally with ``width``); errors name the file."""
     try:
         with open(path, encoding="utf-8") as f:
@@ -231,7 +234,7 @@ def load_arch(path: str, width: float | None = None) -> ArchConfig:
     except OSError as exc:
         raise ArchError(f"{path}: cannot read arch file ({exc.strerror})") from None
     try:
-        return ArchConfig.from_json(text, width)
+        return ArchConfig.from_json(text, width, default_width)
     except ArchError as exc:
         raise ArchError(f"{path}: {exc}") from None
 

@@ -3,33 +3,12 @@
 measured subnets)."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 
 from ofa_core.errors import UserError
-
-
-def _read_arch(path: Path, width: Optional[float], profile_width: float):
-    """An arch file; its width is --width, else the file's own ``width``, else the profile's."""
-    from ofa_core.space import ArchConfig
-
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise UserError(f"{path}: cannot read arch file ({exc.strerror})") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
-    if width is None:
-        width = data.get("width", profile_width) if isinstance(data, dict) else profile_width
-    try:
-        return ArchConfig.from_ofa_dict(data, width)
-    except UserError as exc:
-        raise UserError(f"{path}: {exc}") from None
 
 
 def _hidden(text: str) -> tuple[int, ...]:
@@ -58,7 +37,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Print the predicted latency (ms) of each subnet."""
         from device_profiles import DEFAULT_PROFILE, load_profile
-        from ofa_core.space import ArchBatch
+        from ofa_core.space import ArchBatch, load_arch
         from predictors.base import LATENCY_PREDICTORS, make_latency_predictor
 
         named = predictor in LATENCY_PREDICTORS
@@ -67,7 +46,7 @@ def register(app: typer.Typer) -> None:
         if profile and not named:
             raise UserError("--profile: a saved predictor carries its own device data; leave --profile out")
         default_width = prof.meta.width if prof is not None else getattr(pred, "width_", 1.0)
-        configs = [_read_arch(p, width, default_width) for p in archs]
+        configs = [load_arch(p, width, default_width) for p in archs]
         if prof is not None and any(c.width != prof.meta.width for c in configs):
             bad = next(c for c in configs if c.width != prof.meta.width)
             raise UserError(f"width: profile {prof.name!r} describes the width-{prof.meta.width} supernet, the "
