@@ -10,8 +10,11 @@ from functools import lru_cache
 
 import numpy as np
 
+from ofa_core.errors import UserError
 from ofa_core.ops import OpSpec, SlotTable
-from ofa_core.space import N_STAGES, ArchBatch, space_for_width
+from ofa_core.space import N_STAGES, ArchBatch, as_batch, space_for_width
+
+from .base import Archs
 
 # Kernel launches of a block run eagerly: expand conv+BN+act (3, absent without expansion), depthwise conv+BN+act
 # (3), squeeze-excite pool, two 1x1 convs, two activations, multiply (6), project conv+BN (2), residual add (1).
@@ -68,3 +71,17 @@ def latency_features(b: ArchBatch, table: SlotTable | None = None) -> tuple[np.n
     if table is None:
         return x, ARCH_FEATURES
     return np.column_stack([profile_features(b, table), x]), PROFILE_FEATURES + ARCH_FEATURES
+
+
+def measured_latencies(archs: Archs, ms: np.ndarray, min_n: int, too_few: str) -> tuple[ArchBatch, np.ndarray]:
+    """Check measured subnets for fitting: one positive, finite latency per subnet and at least ``min_n`` subnets
+    (else ``too_few``, formatted with ``min_n`` and ``n``). Returns the batch and the latencies (float64)."""
+    b = as_batch(archs)
+    y = np.asarray(ms, dtype=np.float64).ravel()
+    if y.shape[0] != len(b):
+        raise UserError(f"ms: {y.shape[0]} latencies for {len(b)} subnets")
+    if len(b) < min_n:
+        raise UserError(too_few.format(min_n=min_n, n=len(b)))
+    if not np.all(np.isfinite(y)) or np.any(y <= 0):
+        raise UserError("ms: latencies must be positive finite numbers")
+    return b, y

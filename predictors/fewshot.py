@@ -33,7 +33,7 @@ from ofa_core.errors import UserError
 from ofa_core.space import ArchBatch, as_batch, sample_batch, space_for_width
 
 from .base import Archs, Predictor
-from .features import ARCH_FEATURES, arch_features
+from .features import ARCH_FEATURES, arch_features, measured_latencies
 from .lut import LUTPredictor
 from .persist import PredictorFileError, load_bundle, save_bundle
 
@@ -187,14 +187,7 @@ class FewShotPredictor(RegressorMixin, BaseEstimator):
     # --- fit / predict ---------------------------------------------------------------------
     def fit(self, archs: Archs, ms: np.ndarray) -> "FewShotPredictor":
         """Choose and fit the candidate with the lowest leave-one-out error on the measured subnets."""
-        b = as_batch(archs)
-        y = np.asarray(ms, dtype=np.float64).ravel()
-        if y.shape[0] != len(b):
-            raise UserError(f"ms: {y.shape[0]} latencies for {len(b)} subnets")
-        if len(b) < 4:
-            raise UserError(f"few-shot: need at least 4 measured subnets, got {len(b)}")
-        if not np.all(np.isfinite(y)) or np.any(y <= 0):
-            raise UserError("ms: latencies must be positive finite numbers")
+        b, y = measured_latencies(archs, ms, 4, "few-shot: need at least {min_n} measured subnets, got {n}")
         self.references_ = dict(self.references or {})
         self.reference_names_ = tuple(self.references_)
         self.width_ = b.width

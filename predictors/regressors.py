@@ -28,7 +28,7 @@ from ofa_core.errors import ArchError, UserError
 from ofa_core.space import ArchBatch, ArchConfig, as_batch
 
 from .base import Archs
-from .features import latency_features
+from .features import latency_features, measured_latencies
 from .persist import PredictorFileError, load_bundle, save_bundle
 
 KIND, VERSION = "latency-regressor", 1
@@ -244,14 +244,7 @@ class LatencyRegressor(RegressorMixin, BaseEstimator):
             raise UserError(f"model: expected one of {sorted(MODELS)}, got {self.model!r}")
         entry = MODELS[self.model]
         prof = load_profile(self.profile) if isinstance(self.profile, str) else self.profile
-        b = as_batch(archs)
-        y = np.asarray(ms, dtype=np.float64).ravel()
-        if y.shape[0] != len(b):
-            raise UserError(f"ms: {y.shape[0]} latencies for {len(b)} subnets")
-        if len(b) < 3:
-            raise UserError(f"ms: need at least 3 measured subnets to fit, got {len(b)}")
-        if not np.all(np.isfinite(y)) or np.any(y <= 0):
-            raise UserError("ms: latencies must be positive finite numbers")
+        b, y = measured_latencies(archs, ms, 3, "ms: need at least {min_n} measured subnets to fit, got {n}")
         self.table_ = prof.table() if prof is not None else None
         self.lut_rows_ = ([[s.key, s.resolution, s.ms] for s in prof] if prof is not None else None)
         self.profile_meta_ = ({"name": prof.name, "width": prof.meta.width, "resolutions": list(
