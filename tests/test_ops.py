@@ -18,13 +18,7 @@ from ofa_core.static import build_op, build_subnet, op_input
 NOTE10_LUT = Path(__file__).resolve().parents[2] / "shared" / "data" / "ofa_note10_lut"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread: on a small shared machine two threads mostly spin against each other."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_96_ops_per_resolution_and_1257_distinct():

@@ -17,13 +17,7 @@ from ofa_core.train.data import CenterCrop, ImageFolder, RandomResizedCrop, Tens
 from ofa_core.train.evaluate import crop_depthwise_to_input
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread (the development machine is shared; spinning OpenMP threads cost more than they give)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
