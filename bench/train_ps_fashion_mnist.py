@@ -15,10 +15,13 @@ Results go to OUT/results.json after every step; a section is appended to BENCHM
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import json
 import os
 import platform
+import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -26,16 +29,21 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from ofa_core.errors import UserError  # noqa: E402
-from ofa_core.train import PhaseConfig, ProgressiveShrinking, Trainer, builtin_config, load_config, \
-    train_from_scratch  # noqa: E402
+from ofa_core.train import PhaseConfig, ProgressiveShrinking, Trainer, TrainConfig, builtin_config, \
+    init_distributed, load_config, train_from_scratch  # noqa: E402
+from ofa_core.fileio import atomic_write_bytes  # noqa: E402
 from ofa_core.train.checkpoint import atomic_write_json, load_model_state, model_state  # noqa: E402
-from ofa_core.train.data import make_splits  # noqa: E402
-from ofa_core.train.evaluate import reference_archs, subnet_accuracy  # noqa: E402
+from ofa_core.train.data import make_splits, open_source  # noqa: E402
+from ofa_core.train.evaluate import BatchCache, reference_archs, subnet_accuracy  # noqa: E402
+
+PROBE_STEPS = 30
+ENV = init_distributed()  # one process; the GPU when there is one
 
 
 def machine() -> str:
@@ -47,7 +55,8 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
+    gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
+    return f"{cpu}, {os.cpu_count()} cores{gpu}, torch {torch.__version__}, {torch.get_num_threads()} threads"
 
 
 def pct(x: float) -> str:
@@ -64,76 +73,202 @@ def phase_table(evals: list[dict]) -> list[str]:
     return rows
 
 
+def fit_to_budget(cfg: TrainConfig, budget_s: float, out: Path, contention: float) -> tuple[TrainConfig, dict]:
+    """Scale every phase's epochs by one factor so the schedule fits ``budget_s`` seconds of training.
+
+    A probe trains each phase for ``PROBE_STEPS`` steps (same batch, resolutions, subnets per step and teacher)
+    into ``out/probe`` and reads its seconds per step from the log; ``contention`` inflates them for jobs that
+    will share the device (e.g. from-scratch runs in parallel)."""
+    steps = PROBE_STEPS
+    probe_phases = tuple(dataclasses.replace(p, epochs=1, warmup_epochs=0) for p in cfg.phases)
+    probe = dataclasses.replace(cfg, phases=probe_phases, eval=dataclasses.replace(cfg.eval, n_random=0),
+                                data=dataclasses.replace(cfg.data, train_subset=steps * max(
+                                    p.batch_size for p in cfg.phases)))
+    probe.validate()
+    shutil.rmtree(out / "probe", ignore_errors=True)
+    t0 = time.time()
+    ProgressiveShrinking(probe, out / "probe", ENV, progress=False).run()
+    logs = [json.loads(line) for line in (out / "probe" / "log.jsonl").read_text().splitlines()]
+    per_step = {r["phase"]: r["seconds"] / r["step"] for r in logs}
+    n_train = len(make_splits(open_source(cfg.data.source), cfg.data.holdout, cfg.data.split_seed,
+                              cfg.data.train_subset).train)
+
+    def seconds(m: float) -> float:
+        return sum(max(1, round(m * p.epochs)) * (n_train // p.batch_size) * per_step[p.name] * contention
+                   for p in cfg.phases)
+
+    m = 0.05
+    while seconds(m + 0.05) <= budget_s and m < 20:
+        m += 0.05
+    phases = tuple(dataclasses.replace(p, epochs=max(1, round(m * p.epochs)),
+                                       warmup_epochs=min(p.warmup_epochs, max(1, round(m * p.epochs)) - 1))
+                   for p in cfg.phases)
+    scaled = dataclasses.replace(cfg, phases=phases)
+    scaled.validate()
+    info = {"budget_s": budget_s, "probe_steps": steps, "probe_seconds": round(time.time() - t0, 1),
+            "seconds_per_step": {k: round(v, 4) for k, v in per_step.items()}, "contention": contention,
+            "factor": round(m, 2), "predicted_s": round(seconds(m), 1), "epochs": [p.epochs for p in phases]}
+    return scaled, info
+
+
+def scratch_setup(cfg: TrainConfig, n: int) -> tuple[list[str], dict, PhaseConfig]:
+    """The architectures trained from scratch (the smallest and ``n - 1`` random reference subnets) and their
+    schedule: as many epochs as the whole progressive-shrinking schedule, at the first phase's batch and LR."""
+    names = ["smallest"] + [f"random-{i}" for i in range(max(0, n - 1))]
+    archs = {na.name: na.arch for na in reference_archs(cfg.width, cfg.resolutions, cfg.eval.n_random, cfg.seed)}
+    first = cfg.phases[0]
+    phase = PhaseConfig(name="scratch", epochs=sum(p.epochs for p in cfg.phases), lr=first.lr,
+                        batch_size=first.batch_size, resolutions=first.resolutions,
+                        warmup_epochs=first.warmup_epochs)
+    return names, archs, phase
+
+
+def scratch_one(cfg: TrainConfig, out: Path, name: str, n: int, splits=None) -> dict:
+    """Train one reference architecture from scratch; writes and returns ``out/scratch/NAME/result.json``."""
+    names, archs, phase = scratch_setup(cfg, n)
+    path = out / "scratch" / name / "result.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    t0 = time.time()
+    trainer = Trainer(cfg, out / "scratch", ENV, splits=splits)
+    acc = train_from_scratch(trainer, archs[name], phase, out / "scratch" / name)
+    res = {"name": name, "scratch_acc": acc, "scratch_epochs": phase.epochs, "seconds": round(time.time() - t0, 1)}
+    atomic_write_json(path, res)
+    return res
+
+
+def spawn(cmd: list[str], log: Path) -> subprocess.Popen:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as f:
+        return subprocess.Popen(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def finish(proc: subprocess.Popen, timeout: float | None) -> int | None:
+    """Wait for ``proc`` up to ``timeout`` seconds, then stop its whole process group; its return code, or None
+    if it had to be stopped."""
+    try:
+        return proc.wait(timeout=None if timeout is None else max(0.0, timeout))
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        return None
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "ps-fmnist")
     ap.add_argument("--config", default=str(builtin_config("ps_fashion_mnist")))
+    ap.add_argument("--budget-s", type=float, help="seconds of progressive-shrinking training: a probe times each "
+                                                    "phase and all epochs are scaled by one factor to fit")
+    ap.add_argument("--contention", type=float, default=1.0,
+                    help="slow-down assumed while from-scratch runs share the device (with --budget-s)")
     ap.add_argument("--n-acc", type=int, default=1000)
     ap.add_argument("--acc-eval", type=int, default=1000, help="held-out images per accuracy-dataset subnet")
     ap.add_argument("--acc-calib", type=int, default=250, help="BN calibration images per accuracy-dataset subnet")
     ap.add_argument("--acc-procs", type=int, default=2, help="processes (torchrun) for the accuracy dataset")
+    ap.add_argument("--acc-time-s", type=float, help="stop the accuracy dataset after this many seconds (the "
+                                                      "records written so far are kept)")
     ap.add_argument("--scratch", type=int, default=3, help="architectures trained from scratch")
+    ap.add_argument("--scratch-parallel", action="store_true",
+                    help="train the from-scratch architectures in their own processes, alongside the supernet")
+    ap.add_argument("--scratch-wait-s", type=float, help="with --scratch-parallel: stop from-scratch runs still "
+                                                          "going this many seconds after the supernet is done")
+    ap.add_argument("--scratch-one", metavar="NAME", help=argparse.SUPPRESS)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--no-append", action="store_true", help="do not append to BENCHMARKS.md")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
+    if args.scratch_one:
+        res = scratch_one(load_config(args.config), out, args.scratch_one, args.scratch)
+        print(json.dumps(res), flush=True)
+        return 0
     res_path = out / "results.json"
     results = json.loads(res_path.read_text()) if res_path.exists() else {}
     results.setdefault("started", dt.datetime.now().isoformat(timespec="seconds"))
     results.setdefault("loadavg", []).append(round(os.getloadavg()[0], 1))
     results["machine"] = machine()
+    secs = results.setdefault("seconds", {})
 
     def save() -> None:
         atomic_write_json(res_path, results)
 
-    cfg = load_config(args.config)
+    # 0. the schedule, scaled to --budget-s by a probe (once: a resumed run keeps it)
+    cfg_path = Path(args.config)
+    if args.budget_s is not None:
+        scaled_path = out / "config-scaled.yaml"
+        if not scaled_path.exists():
+            scaled, info = fit_to_budget(load_config(args.config), args.budget_s, out, args.contention)
+            results["budget"] = info
+            save()
+            atomic_write_bytes(scaled_path, yaml.safe_dump(scaled.to_dict(), sort_keys=False).encode())
+            print(f"budget: {json.dumps(info)}", flush=True)
+        cfg_path = scaled_path
+    cfg = load_config(cfg_path)
+
+    # 1. progressive shrinking (from-scratch runs alongside it with --scratch-parallel)
+    names, _, _ = scratch_setup(cfg, args.scratch)
+    procs = {}
+    if args.scratch_parallel:
+        for name in names:
+            cmd = [sys.executable, __file__, "--out", str(out), "--config", str(cfg_path), "--scratch-one", name,
+                   "--scratch", str(args.scratch), "--threads", str(args.threads)]
+            procs[name] = spawn(cmd, out / "scratch" / f"{name}.log")
     t0 = time.time()
-    ps = ProgressiveShrinking(cfg, out / "supernet", progress=False)
+    ps = ProgressiveShrinking(cfg, out / "supernet", ENV, progress=False)
     evals = ps.run(resume=True)
     results["phases"] = evals
-    secs = results.setdefault("seconds", {})
     secs["progressive_shrinking"] = secs.get("progressive_shrinking", 0) + round(time.time() - t0, 1)
     save()
     print("\n".join(phase_table(evals)), flush=True)
 
     # 2. the paper's claim: subnets from the supernet vs the same architectures trained from scratch
     final_eval = {s["name"]: s for s in evals[-1]["subnets"]}
-    names = ["smallest"] + [f"random-{i}" for i in range(max(0, args.scratch - 1))]
-    archs = {na.name: na.arch for na in reference_archs(cfg.width, cfg.resolutions, cfg.eval.n_random, cfg.seed)}
-    epochs = sum(p.epochs for p in cfg.phases)
-    first = cfg.phases[0]
-    scratch_phase = PhaseConfig(name="scratch", epochs=epochs, lr=first.lr, batch_size=first.batch_size,
-                                resolutions=first.resolutions)
-    trainer = Trainer(cfg, out / "scratch", splits=ps.splits)
-    t0 = time.time()
     claim = results.setdefault("scratch", {})
+    t0 = time.time()
     for name in names:
         if name in claim:
             continue
-        acc = train_from_scratch(trainer, archs[name], scratch_phase, out / "scratch" / name)
-        claim[name] = {"arch": final_eval[name], "ps_acc": final_eval[name]["acc"], "scratch_acc": acc,
-                       "scratch_epochs": epochs}
+        if name in procs:
+            code = finish(procs[name], None if args.scratch_wait_s is None else
+                          args.scratch_wait_s - (time.time() - t0))
+            path = out / "scratch" / name / "result.json"
+            if code != 0 or not path.exists():
+                print(f"{name}: from-scratch run failed (exit {code}); see {out / 'scratch' / name}.log", flush=True)
+                continue
+            res = json.loads(path.read_text())
+        else:
+            res = scratch_one(cfg, out, name, args.scratch, ps.splits)
+        claim[name] = {"arch": final_eval[name], "ps_acc": final_eval[name]["acc"], **res}
         save()
-        print(f"{name}: supernet {pct(final_eval[name]['acc'])}%  scratch {pct(acc)}%", flush=True)
-    results["seconds"]["scratch"] = results["seconds"].get("scratch", 0) + round(time.time() - t0, 1)
+        print(f"{name}: supernet {pct(final_eval[name]['acc'])}%  scratch {pct(res['scratch_acc'])}%", flush=True)
+    secs["scratch_wait"] = secs.get("scratch_wait", 0) + round(time.time() - t0, 1)
 
     # 3. the accuracy dataset from the final supernet, sharded over --acc-procs processes under torchrun
     t0 = time.time()
     last = out / "supernet" / cfg.phases[-1].name / "final.pt"
     acc_path = out / "accuracy.jsonl"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(args.acc_procs),
-           "--no-python", "--", str(Path(sys.executable).parent / "ofakit"), "accuracy-dataset", "--n", str(args.n_acc),
-           "--checkpoint", str(last), "--out", str(acc_path), "--seed", "1", "--eval-images", str(args.acc_eval),
-           "--calib-images", str(args.acc_calib), "--threads", str(args.threads), "--quiet"]
+           "--module", "--", "ofakit", "accuracy-dataset", "--n", str(args.n_acc), "--checkpoint", str(last),
+           "--out", str(acc_path), "--seed", "1", "--eval-images", str(args.acc_eval), "--calib-images",
+           str(args.acc_calib), "--threads", str(args.threads), "--quiet"]
     print(" ".join(cmd), flush=True)
-    subprocess.run(cmd, check=True, cwd=ROOT)
-    results["accuracy_dataset"] = {"n": args.n_acc, "eval_images": args.acc_eval, "calib_images": args.acc_calib,
-                                   "processes": args.acc_procs}
-    results["seconds"]["accuracy_dataset"] = results["seconds"].get("accuracy_dataset", 0) + round(
-        time.time() - t0, 1)
+    code = finish(spawn(cmd, out / "accuracy-dataset.log"), args.acc_time_s)
+    n_records = len(acc_path.read_text().splitlines()) if acc_path.exists() else 0
+    print(f"accuracy dataset: {n_records} records (exit {code})", flush=True)
+    results["accuracy_dataset"] = {"n_requested": args.n_acc, "n": n_records, "eval_images": args.acc_eval,
+                                   "calib_images": args.acc_calib, "processes": args.acc_procs,
+                                   "stopped_at_time_limit": code is None}
+    secs["accuracy_dataset"] = secs.get("accuracy_dataset", 0) + round(time.time() - t0, 1)
     save()
+    if code not in (0, None) or n_records < 10:
+        print(f"accuracy dataset failed; see {out / 'accuracy-dataset.log'}", flush=True)
+        return 1
 
     # 4. the accuracy predictor on it
     try:
@@ -157,6 +292,8 @@ def main() -> int:
                                 "acc_mean": float(acc.mean()), "acc_std_points": float(100 * acc.std()),
                                 "acc_range": [float(acc.min()), float(acc.max())], "fit_seconds":
                                     round(time.time() - t0, 1)}
+        save()
+        print(f"predictor: {json.dumps(results['predictor'])}", flush=True)
     # 5. the noise floor of the labels: the same subnets measured again on other held-out images
     if "noise" not in results:
         results["noise"] = measurement_noise(cfg, ps.splits, out, acc_path, args)
@@ -166,6 +303,7 @@ def main() -> int:
     save()
     text = report(results, cfg, args)
     print(text)
+    (out / "report.md").write_text(text, encoding="utf-8")
     if not args.no_append:
         with open(ROOT / "BENCHMARKS.md", "a", encoding="utf-8") as f:
             f.write(text)
@@ -175,21 +313,30 @@ def main() -> int:
 def measurement_noise(cfg, splits, out: Path, acc_path: Path, args, n: int = 30) -> dict:
     """Re-measure ``n`` dataset subnets on the next ``--acc-eval`` held-out images (disjoint from the ones the
     dataset used); the RMS difference / sqrt(2) is the noise of one measurement, a floor for any predictor's RMSE."""
-    import dataclasses
-
     from predictors.accuracy import load_accuracy_jsonl
     batch, acc = load_accuracy_jsonl(acc_path)
     full = make_splits(splits.source, cfg.data.holdout, cfg.data.split_seed, cfg.data.train_subset, None,
                        args.acc_calib)
     other = dataclasses.replace(full, holdout=full.holdout[args.acc_eval:2 * args.acc_eval])
-    model = ProgressiveShrinking(cfg, out / "supernet", splits=splits).new_supernet()
+    model = ProgressiveShrinking(cfg, out / "supernet", ENV, splits=splits).new_supernet()
     last = out / "supernet" / cfg.phases[-1].name / "final.pt"
     load_model_state(model, model_state(last), str(last))
     archs = batch[:n].to_configs()
-    again = np.array([subnet_accuracy(model, a, other, cfg.eval.batch_size, cfg.data.center_crop) for a in archs])
+    cache = BatchCache()
+    again = np.array([subnet_accuracy(model, a, other, cfg.eval.batch_size, cfg.data.center_crop, cache)
+                      for a in archs])
     diff = again - acc[:n]
     return {"n": len(archs), "images": len(other.holdout), "rms_diff_points": float(100 * np.sqrt(np.mean(diff ** 2))),
             "noise_points": float(100 * np.sqrt(np.mean(diff ** 2) / 2))}
+
+
+def budget_note(results: dict) -> str:
+    b = results.get("budget")
+    if not b:
+        return ""
+    return (f" with every phase's epochs scaled by {b['factor']} to fit {b['budget_s']:.0f} s (probe: "
+            f"{', '.join(f'{k} {1000 * v:.0f}' for k, v in b['seconds_per_step'].items())} ms/step; predicted "
+            f"{b['predicted_s']:.0f} s with {b['contention']}x for jobs sharing the device)")
 
 
 def report(results: dict, cfg, args) -> str:
@@ -197,12 +344,13 @@ def report(results: dict, cfg, args) -> str:
     phases = ", ".join(f"{p.name} {p.epochs} ep (K={p.subnets_per_step}, lr {p.lr})" for p in cfg.phases)
     lines = ["", f"## Progressive shrinking on Fashion-MNIST (bench/train_ps_fashion_mnist.py, "
                  f"{results['finished'][:10]})", "",
-             f"Machine: {results['machine']}; shared with other developers' jobs (1-minute load average at the "
+             f"Machine: {results['machine']} (1-minute load average at the "
              f"(re)starts and the end: {results['loadavg']}). Started {results['started']}, finished "
              f"{results['finished']}; wall time (s): "
              f"{', '.join(f'{k} {v:.0f}' for k, v in results['seconds'].items())}.",
-             f"Schedule {Path(args.config).name}: width {cfg.width}, resolutions "
-             f"{list(cfg.resolutions)}, batch {cfg.phases[0].batch_size}, {d.train_subset} training images, "
+             f"Schedule {Path(args.config).name}{budget_note(results)}: width {cfg.width}, resolutions "
+             f"{list(cfg.resolutions)}, batch {cfg.phases[0].batch_size}, "
+             f"{d.train_subset or 'all remaining'} training images, "
              f"{d.holdout} training images held out (accuracy on {d.eval_images} of them; BN re-estimated on "
              f"{d.calib_images} training images; the t10k test split unused); {phases}; KD ratio 1.0 from the "
              f"full network.", "",

@@ -60,6 +60,22 @@ def _permute_bn(bn: nn.BatchNorm2d, idx: torch.Tensor) -> None:
         t.copy_(t.index_select(0, idx))
 
 
+def depthwise_same(x: torch.Tensor, weight: torch.Tensor, stride: int) -> torch.Tensor:
+    """'Same'-padded depthwise conv of ``x`` with the (C, 1, k, k) ``weight``, the kernel first cropped to the
+    centre taps an H x W input can reach (``min(k, 2H - 1)`` by ``min(k, 2W - 1)``).
+
+    Exact: the dropped taps only ever multiply zero padding, at stride 1 and 2 alike, and the output size is
+    ``(H - 1) // stride + 1`` either way. At 32-64 px inputs the late stages run 7x7 kernels on 1x1 and 2x2
+    maps, where PyTorch's CPU kernels spend most of a training step on padding.
+    """
+    k = weight.shape[-1]
+    kh, kw = min(k, 2 * x.shape[-2] - 1), min(k, 2 * x.shape[-1] - 1)
+    if kh < k or kw < k:
+        sh, sw = (k - kh) // 2, (k - kw) // 2
+        weight = weight[:, :, sh:sh + kh, sw:sw + kw]
+    return F.conv2d(x, weight, None, stride, (kh // 2, kw // 2), 1, x.shape[1])
+
+
 class ActiveWeights(NamedTuple):
     """The weights of a dynamic MBConv for its active kernel and expand ratio."""
 
@@ -160,8 +176,7 @@ class DynamicMBConv(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w = self.active_weights()
         y = x if w.expand is None else self.act(self.expand_bn(F.conv2d(x, w.expand)))
-        k = self.active_kernel
-        y = self.act(self.dw_bn(F.conv2d(y, w.depthwise, None, self.stride, k // 2, 1, y.shape[1])))
+        y = self.act(self.dw_bn(depthwise_same(y, w.depthwise, self.stride)))
         if w.se_reduce is not None:
             s = F.relu(F.conv2d(y.mean((2, 3), keepdim=True), w.se_reduce, w.se_reduce_bias))
             y = y * F.hardsigmoid(F.conv2d(s, w.se_expand, w.se_expand_bias))
@@ -194,8 +209,8 @@ class DynamicMBConv(nn.Module):
         importance = self.project_conv.weight.abs().sum((0, 2, 3))
         idx = torch.argsort(importance, descending=True, stable=True)
         if expand_stage > 0:  # OFA adds -1e5 offsets per width group; a stable sort by group is exact
-            bounds = torch.tensor(sorted(self.mid_of.values(), reverse=True)[1:expand_stage + 1])
-            group = (torch.arange(self.max_mid)[:, None] >= bounds[None, :]).sum(1)
+            bounds = torch.tensor(sorted(self.mid_of.values(), reverse=True)[1:expand_stage + 1], device=idx.device)
+            group = (torch.arange(self.max_mid, device=idx.device)[:, None] >= bounds[None, :]).sum(1)
             idx = idx[torch.argsort(group[idx], stable=True)]
         self.project_conv.weight.copy_(self.project_conv.weight.index_select(1, idx))
         self.dw_weight.copy_(self.dw_weight.index_select(0, idx))

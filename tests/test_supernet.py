@@ -10,7 +10,7 @@ from ofa_core.bn import recalibrate_bn
 from ofa_core.errors import ArchError, UserError
 from ofa_core.space import ArchConfig, space_for_width
 from ofa_core.static import StaticSubnet, build_subnet
-from ofa_core.supernet import DynamicMBConv, OFAMobileNetV3
+from ofa_core.supernet import DynamicMBConv, OFAMobileNetV3, depthwise_same
 
 N_CLASSES = 10
 
@@ -90,6 +90,31 @@ def test_extracted_subnets_equal_supernet(supernet):
             ref = build_subnet(arch, n_classes=N_CLASSES)
             assert static.ops == ref.ops and structure(static) == structure(ref)
     assert archs == {128, 144, 160}
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("k", [3, 5, 7])
+def test_depthwise_kernel_crop_is_exact_in_values_and_gradients(stride, k):
+    torch.manual_seed(k + stride)
+    for h, w in [(1, 1), (2, 2), (3, 3), (2, 5), (4, 4), (9, 9)]:
+        x = torch.randn(2, 6, h, w, dtype=torch.float64, requires_grad=True)
+        weight = torch.randn(6, 1, k, k, dtype=torch.float64, requires_grad=True)
+        ref = torch.nn.functional.conv2d(x, weight, None, stride, k // 2, 1, 6)
+        out = depthwise_same(x, weight, stride)
+        assert out.shape == ref.shape and torch.allclose(out, ref, atol=1e-12)
+        g_ref = torch.autograd.grad(ref.square().sum(), (x, weight))
+        g_out = torch.autograd.grad(out.square().sum(), (x, weight))
+        for a, b in zip(g_out, g_ref):
+            assert torch.allclose(a, b, atol=1e-10)
+
+
+def test_supernet_at_small_resolution_equals_uncropped_static_subnet():
+    net = make_supernet(3)
+    arch = ArchConfig((7,) * 20, (6, 4, 3, 6) * 5, (4, 3, 2, 4, 3), 48, 1.0)
+    net.set_active_subnet(arch)
+    static = build_subnet(arch, n_classes=N_CLASSES)  # full 7x7 kernels, zero padding around 2x2 and 3x3 maps
+    static.load_state_dict(net.get_active_subnet().state_dict())
+    assert max_diff(net, static.eval(), torch.randn(2, 3, 48, 48)) <= 1e-5
 
 
 def test_extraction_at_width_1_2_and_train_mode_grad():

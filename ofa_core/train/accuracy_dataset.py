@@ -20,7 +20,7 @@ from ..space import ArchConfig, sample_batch, space_for_width
 from ..supernet import OFAMobileNetV3
 from .data import Splits
 from .dist import DistEnv
-from .evaluate import arch_record, subnet_accuracy
+from .evaluate import BatchCache, arch_record, subnet_accuracy
 
 _CHUNK = 256
 
@@ -68,10 +68,11 @@ def build_accuracy_dataset(model: OFAMobileNetV3, splits: Splits, out: str | os.
     env.barrier()
     done = read_done(out)
     todo = [a for i, a in enumerate(archs) if i % env.world == env.rank and a not in done]
+    cache = BatchCache()
     fd = os.open(out, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         for k, arch in enumerate(todo):
-            acc = subnet_accuracy(model, arch, splits, batch_size, center_crop)
+            acc = subnet_accuracy(model, arch, splits, batch_size, center_crop, cache)
             os.write(fd, (json.dumps({**arch_record(arch), "acc": acc}) + "\n").encode("utf-8"))
             os.fsync(fd)
             if on_record is not None:

@@ -12,6 +12,8 @@ from typing import Any, Callable, Sequence, TypeVar
 import torch
 import torch.distributed as dist
 
+from ..errors import UserError
+
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -57,16 +59,23 @@ class DistEnv:
 def init_distributed(device: str | None = None) -> DistEnv:
     """Join the process group ``torchrun`` describes (if any) and pick this rank's device.
 
-    ``device`` forces ``cpu`` or ``cuda``; by default CUDA is used when available (one GPU per local rank).
+    ``device`` forces ``cpu`` or ``cuda``; by default CUDA is used when available. Local rank i computes on GPU
+    ``i % device_count``; with one GPU per local rank the group uses NCCL, with more ranks than GPUs (e.g. several
+    accuracy-dataset workers sharing one GPU, which NCCL refuses) and on CPU it uses gloo.
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
     use_cuda = torch.cuda.is_available() if device is None else device == "cuda"
-    dev = torch.device("cuda", local) if use_cuda else torch.device("cpu")
+    n_gpus = torch.cuda.device_count() if use_cuda else 0
+    if use_cuda and not n_gpus:
+        raise UserError("device cuda: no CUDA device is visible to this process")
+    dev = torch.device("cuda", local % n_gpus) if use_cuda else torch.device("cpu")
     if use_cuda:
         torch.cuda.set_device(dev)
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if use_cuda else "gloo", rank=rank, world_size=world)
+        dist.init_process_group("nccl" if use_cuda and local_world <= n_gpus else "gloo", rank=rank,
+                                world_size=world)
     return DistEnv(rank, world, local, dev)
 
 

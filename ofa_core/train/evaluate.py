@@ -7,6 +7,7 @@ very slow when the padding exceeds the map (7x7 on 2x2 or 1x1 maps at 32-64 px i
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Iterable
 
 import numpy as np
 import torch
@@ -17,7 +18,7 @@ from ..ops import BLOCK
 from ..space import D_CHOICES, E_CHOICES, KS_CHOICES, N_BLOCKS, N_STAGES, ArchConfig, sample_batch, space_for_width
 from ..static import MBConv, StaticSubnet
 from ..supernet import OFAMobileNetV3
-from .data import Splits, eval_batches
+from .data import ImageSource, Splits, eval_batches
 
 
 def crop_depthwise(conv: nn.Conv2d, size: int) -> None:
@@ -43,30 +44,57 @@ def crop_depthwise_to_input(net: StaticSubnet) -> StaticSubnet:
     return net
 
 
+class BatchCache:
+    """Evaluation batches cut once and kept on the device they are used on, keyed by (images, resolution, batch
+    size, crop, device): measuring many subnets at a few resolutions re-uses the crops, which on a GPU cost more
+    than running a small subnet over them. Holds at most ``max_bytes``; batches beyond that are cut each time."""
+
+    def __init__(self, max_bytes: int = 2 << 30):
+        self.max_bytes, self.bytes = max_bytes, 0
+        self._store: dict[tuple, list[tuple[torch.Tensor, torch.Tensor]]] = {}
+
+    def batches(self, source: ImageSource, indices: np.ndarray, r: int, batch_size: int, center_crop: float,
+                device: torch.device) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
+        key = (id(source), len(indices), hash(np.asarray(indices).tobytes()), r, batch_size, center_crop,
+               str(device))
+        hit = self._store.get(key)
+        if hit is not None:
+            return hit
+        stream = ((x.to(device), y.to(device)) for x, y in eval_batches(source, indices, r, batch_size, center_crop))
+        size = len(indices) * 3 * r * r * 4
+        if self.bytes + size > self.max_bytes:
+            return stream
+        self.bytes += size
+        self._store[key] = out = list(stream)
+        return out
+
+
 @torch.no_grad()
 def static_accuracy(net: StaticSubnet, r: int, splits: Splits, batch_size: int = 200, center_crop: float = 0.875,
-                    recalibrate: bool = True) -> float:
+                    recalibrate: bool = True, cache: BatchCache | None = None) -> float:
     """Top-1 (fraction) of a static net on the held-out split at resolution ``r``, BN statistics first
-    re-estimated on the calibration images (OFA's ``set_running_statistics``) unless ``recalibrate`` is False."""
+    re-estimated on the calibration images (OFA's ``set_running_statistics``) unless ``recalibrate`` is False.
+    ``cache`` keeps the cut batches for the next call."""
     device = next(net.parameters()).device
+    cache = cache or BatchCache(0)
     src = splits.source
     if recalibrate:
-        recalibrate_bn(net, (x.to(device) for x, _ in eval_batches(src, splits.calib, r, batch_size, center_crop)))
+        recalibrate_bn(net, (x for x, _ in cache.batches(src, splits.calib, r, batch_size, center_crop, device)))
     net.eval()
-    correct = 0
+    correct = torch.zeros((), dtype=torch.int64, device=device)
     with torch.inference_mode():
-        for x, y in eval_batches(src, splits.holdout, r, batch_size, center_crop):
-            correct += int((net(x.to(device)).argmax(1).cpu() == y).sum())
-    return correct / len(splits.holdout)
+        for x, y in cache.batches(src, splits.holdout, r, batch_size, center_crop, device):
+            correct += (net(x).argmax(1) == y).sum()
+    return int(correct) / len(splits.holdout)
 
 
 def subnet_accuracy(model: OFAMobileNetV3, arch: ArchConfig, splits: Splits, batch_size: int = 200,
-                    center_crop: float = 0.875) -> float:
+                    center_crop: float = 0.875, cache: BatchCache | None = None) -> float:
     """Top-1 (fraction) of ``arch`` taken from the supernet (no fine-tuning): a static copy, its BatchNorm
     re-estimated, measured on the held-out split at ``arch.r``. The supernet itself is left unchanged."""
     model.set_active_subnet(arch)
     net = crop_depthwise_to_input(model.get_active_subnet())
-    return static_accuracy(net, arch.r, splits, batch_size, center_crop)
+    return static_accuracy(net, arch.r, splits, batch_size, center_crop, cache=cache)
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,8 @@ from .checkpoint import atomic_write_bytes, atomic_write_json, load_checkpoint, 
 from .config import OptimConfig, PhaseConfig, TrainConfig
 from .data import Splits, make_splits, open_source, prefetch, train_batch
 from .dist import DistEnv
-from .evaluate import arch_record, crop_depthwise_to_input, reference_archs, static_accuracy, subnet_accuracy
+from .evaluate import BatchCache, arch_record, crop_depthwise_to_input, reference_archs, static_accuracy, \
+    subnet_accuracy
 
 LAST, FINAL, EVAL, CONFIG, LOG = "last.pt", "final.pt", "eval.json", "config.yaml", "log.jsonl"
 SampleFn = Callable[[np.random.Generator, int], Sequence["ArchConfig | None"]]
@@ -320,8 +321,9 @@ class ProgressiveShrinking(Trainer):
             return json.loads(path.read_text(encoding="utf-8"))
         cfg = self.config
         archs = reference_archs(cfg.width, cfg.resolutions, cfg.eval.n_random, cfg.seed)
+        cache = BatchCache()
         accs = self.env.shard_map(lambda na: subnet_accuracy(model, na.arch, self.splits, cfg.eval.batch_size,
-                                                             cfg.data.center_crop), archs)
+                                                             cfg.data.center_crop, cache), archs)
         model.train()
         res = {"phase": phase.name, "holdout_images": len(self.splits.holdout),
                "subnets": [{"name": na.name, **arch_record(na.arch), "acc": acc} for na, acc in zip(archs, accs)]}
