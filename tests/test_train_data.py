@@ -142,3 +142,34 @@ def test_depthwise_kernel_crop_is_exact(r):
     kernels = [layer.depthwise.conv.kernel_size[0] for layer in net.layers[2:22]]
     assert min(kernels) < 7  # something was cropped at these small resolutions
     assert torch.allclose(ref, out, atol=1e-5, rtol=1e-4)
+
+
+def test_batch_cache_reuses_batches_and_keeps_accuracy(fmnist):
+    from ofa_core.train.evaluate import BatchCache, static_accuracy
+    splits = make_splits(fmnist, holdout=300, eval_images=120, calib_images=60)
+    cache = BatchCache()
+    first = cache.batches(fmnist, splits.holdout, 32, 50, 1.0, torch.device("cpu"))
+    again = cache.batches(fmnist, splits.holdout, 32, 50, 1.0, torch.device("cpu"))
+    assert [len(y) for _, y in first] == [50, 50, 20] and all(a[0] is b[0] for a, b in zip(first, again))
+    assert cache.bytes == 120 * 3 * 32 * 32 * 4
+    other = cache.batches(fmnist, splits.holdout, 40, 50, 1.0, torch.device("cpu"))  # another resolution
+    assert other[0][0].shape[-1] == 40 and cache.bytes == 120 * 3 * (32 * 32 + 40 * 40) * 4
+    full = BatchCache(max_bytes=1000)  # too small: streams, stores nothing
+    assert len(list(full.batches(fmnist, splits.holdout, 32, 50, 1.0, torch.device("cpu")))) == 3
+    assert full.bytes == 0
+    torch.manual_seed(0)
+    arch = ArchConfig((3,) * 20, (3,) * 20, (2,) * 5, 32)
+    net = crop_depthwise_to_input(build_subnet(arch, n_classes=10))
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    plain = static_accuracy(net, 32, splits, 50, 1.0)
+    net.load_state_dict(state)
+    assert static_accuracy(net, 32, splits, 50, 1.0, cache=cache) == plain
+
+
+def test_cuda_device_without_gpu_is_one_clear_error(monkeypatch):
+    from ofa_core.train.dist import init_distributed
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(UserError, match="no CUDA device"):
+        init_distributed("cuda")
+    assert init_distributed(None).device.type == "cpu"
