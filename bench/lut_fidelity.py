@@ -72,7 +72,7 @@ def main() -> None:
     from device_profiles import DEFAULT_PROFILE, load_profile
     from ofa_core.ops import subnet_ops
     from ofakit.commands.profile import fit_calibration, log_line
-    from ofakit.commands.validate import fidelity, format_table, validate_profile, write_outputs
+    from ofakit.commands.validate import fidelity, format_table, job_of, validate_profile, write_outputs
     from predictors.lut import CalibratedLUTPredictor, LUTPredictor
     from profiler.pipeline import ProfileRequest, profile_device
 
@@ -101,9 +101,15 @@ def main() -> None:
     preds = {f"full `{full.name}` raw": rep.raw}
     if rep.corrected is not None:
         preds[f"full `{full.name}` calibrated"] = rep.corrected
+    if rep.adjusted is not None:
+        preds[f"full `{full.name}` calibrated, state-adjusted"] = rep.adjusted
     preds[f"quick `{quick.name}` raw"] = LUTPredictor(quick).predict(archs)
+    quick_factor = rep.factor_for(quick)
     if quick.meta.calibration:
         preds[f"quick `{quick.name}` calibrated"] = CalibratedLUTPredictor(quick).predict(archs)
+        if quick_factor is not None:
+            preds[f"quick `{quick.name}` calibrated, state-adjusted"] = preds[f"quick `{quick.name}` calibrated"] \
+                * quick_factor
     scores = {k: fidelity(m, v) for k, v in preds.items()}
     print(format_table(scores))
 
@@ -122,17 +128,21 @@ def main() -> None:
     common = [s.key for s in quick if s.rounds and s.key in full and full.lookup(s.key).rounds]
     ratio = np.array([quick.lookup(k).ms / full.lookup(k).ms for k in common])
 
+    job = job_of(full)
     lines = [f"{len(archs)} held-out subnets (seed {a.seed}, resolutions 128-224) measured end to end with "
-             f"onnxruntime, 1 thread, {full.meta.method.get('job', {}).get('rounds')} interleaved rounds, min of "
-             f"round medians; measured {np.nanmin(m):.2f}-{np.nanmax(m):.2f} ms. Full profile measured "
-             f"{full.meta.created}; quick profile {quick.meta.created} (resolutions "
-             f"{quick.meta.method.get('measured_resolutions')}). Machine: {load_before} (before) / {machine()} "
-             "(after).", "", "| predictor | n | ±5% | ±10% | RMSE % | mean err % | Spearman |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+             f"onnxruntime, 1 thread, {max(job.rounds, job.subnet_rounds)} interleaved rounds, min of round medians; "
+             f"measured {np.nanmin(m):.2f}-{np.nanmax(m):.2f} ms. Full profile measured {full.meta.created}; "
+             f"quick profile {quick.meta.created} (resolutions {quick.meta.method.get('measured_resolutions')}). "
+             f"Machine: {load_before} (before) / {machine()} (after).", "",
+             "| predictor | n | ±5% | ±10% | RMSE % | mean err % | Spearman |", "|---|---:|---:|---:|---:|---:|---:|"]
     for k, s in scores.items():
         lines.append(f"| {k} | {s['n']} | {s['within5']:.1f}% | {s['within10']:.1f}% | {s['rmse_pct']:.2f} | "
                      f"{s['mean_err_pct']:+.2f} | {s['spearman']:.4f} |")
-    lines += ["", "Raw LUT sum by resolution band: " + "; ".join(band_lines) + ".",
+    factors = ", ".join(f"{name} {f:.3f}" for name, f in (("full", rep.state_factor), ("quick", quick_factor))
+                        if f is not None)
+    lines += ["", f"State factor (whole-network speed now / at profiling time, from {rep.n_anchors} calibration "
+              f"subnets re-measured in the validation job; the state-adjusted rows scale by it): {factors or 'none'}.",
+              "Raw LUT sum by resolution band: " + "; ".join(band_lines) + ".",
               f"Correlation of the raw residual with parameter count: r = {corr:.2f}."]
     if ratio.size:
         lines.append(f"Op tables, {ratio.size} ops measured in both: quick/full ms ratio median "
@@ -158,8 +168,8 @@ def main() -> None:
               "| k: resolutions measured | raw ±10% | raw RMSE % | calibrated ±5% | calibrated ±10% | "
               "calibrated RMSE % |", "|---|---:|---:|---:|---:|---:|"] + sim_lines
     keys = list(scores)
-    q10 = [scores[k]["within10"] for k in keys if k.startswith("quick") and "calibrated" in k]
-    f10 = [scores[k]["within10"] for k in keys if k.startswith("full") and "calibrated" in k]
+    q10 = [scores[k]["within10"] for k in keys if k.startswith("quick") and k.endswith("calibrated")]
+    f10 = [scores[k]["within10"] for k in keys if k.startswith("full") and k.endswith("calibrated")]
     if q10 and f10:
         lines.append(f"Quick vs full (calibrated), ±10% share: {q10[0] - f10[0]:+.1f} points (goal: lose <= 1).")
     text = "\n".join(lines)
@@ -168,7 +178,7 @@ def main() -> None:
         from datetime import datetime
 
         full.meta.validation = {"date": datetime.now().astimezone().isoformat(timespec="seconds"), "n": a.n,
-                                "seed": a.seed, **rep.metrics()}
+                                "seed": a.seed, "state_factor": rep.state_factor, **rep.metrics()}
         print(f"recorded in {full.save()}")
     if not a.no_append:
         append_section("LUT fidelity on this CPU (bench/lut_fidelity.py, P1)", text)

@@ -28,12 +28,12 @@ def main() -> None:
     from device_profiles import DEFAULT_PROFILE, SHIPPED_DIR
     from ofakit.commands.profile import fit_calibration, log_line
     from profiler.agent.ofakit_agent import read_results
-    from profiler.pipeline import ProfileRequest, default_job, profile_device
+    from profiler.pipeline import CALIBRATION_SUBNETS, ProfileRequest, default_job, profile_device
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--mode", choices=("full", "quick", "both"), default="both")
     p.add_argument("--rounds", type=int, default=default_job().rounds)
-    p.add_argument("--calibration-subnets", type=int, default=20)
+    p.add_argument("--calibration-subnets", type=int, default=CALIBRATION_SUBNETS)
     p.add_argument("--keep-cache", action="store_true", help="reuse built models (measures measuring only)")
     p.add_argument("--out", type=Path, default=ROOT / "runs" / "bench" / "profile_cost")
     p.add_argument("--ship", action="store_true",
@@ -69,7 +69,7 @@ def main() -> None:
         print(f"{mode}: {wall:.0f} s -> {folder}")
 
     lines = [f"onnxruntime, 1 thread, {a.rounds} rounds + up to {default_job().extra_rounds} extra for unstable "
-             "items, default windows; "
+             f"items, {default_job().subnet_rounds} rounds for the calibration subnets, default windows; "
              f"{'models cached' if a.keep_cache else 'export included (fresh model cache)'}.", "",
              "| mode | ops measured | ops interpolated | calibration subnets | records | items re-measured | "
              "build s | measure s | total s | goal |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]

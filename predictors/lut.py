@@ -1,12 +1,13 @@
 """Lookup-table predictors: a subnet's latency is a sum over its operators.
 
 :class:`LUTPredictor` is the plain sum of the profile's per-op latencies. :class:`CalibratedLUTPredictor` corrects
-it with a linear model fitted on a few whole subnets measured on the device: ``a * LUT sum + b * params (M) +
-c * number of ops + d`` (features configurable), fitted on relative error with a Huber loss. An op timed alone
-keeps its weights in cache while a whole network streams them, and every network pays fixed per-run costs, so the
-plain sum runs low on CPUs; the correction is linear in per-op quantities, so it folds into one per-op table and
-predicts exactly as fast as the plain sum. Fitted parameters are stored in the profile's ``calibration`` (plain
-JSON).
+it with a linear model fitted on a few whole subnets measured on the device: ``a * LUT sum + b * params (M) + d``
+(features configurable), fitted on relative error with a Huber loss. On this CPU the op count as a further
+feature over-fitted 30 calibration subnets (30 held-out subnets of the same job, two jobs: 90-93% within ±5%
+with it, 97-100% without). An op timed alone keeps its weights in cache while a whole network streams them, and
+every network pays fixed per-run costs, so the plain sum runs low on CPUs; the correction is linear in per-op
+quantities, so it folds into one per-op table and predicts exactly as fast as the plain sum. Fitted parameters
+are stored in the profile's ``calibration`` (plain JSON).
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ FEATURES: dict[str, Callable[[OpSpec, float], float]] = {
     "n_ops": lambda op, ms: 1.0,
     "input_area": lambda op, ms: op.in_shape[0] * op.in_shape[1] / 224.0 ** 2 if op.kind == STEM else 0.0,
 }
-DEFAULT_FEATURES = ("lut_ms", "params_m", "n_ops")
+DEFAULT_FEATURES = ("lut_ms", "params_m")
 CALIBRATION_MODEL = "linear-per-op-v1"
 
 

@@ -15,8 +15,9 @@ from ofa_core.errors import UserError
 from ofa_core.ops import OpSpec
 from ofa_core.space import ArchConfig
 
+from .agent.ofakit_agent import SUBNET_PREFIX  # the agent gives whole networks (this id prefix) more rounds
+
 OP, SUBNET = "op", "subnet"
-_SUBNET_PREFIX = "subnet:"
 
 
 @dataclass(frozen=True)
@@ -34,13 +35,13 @@ class Item:
 
     @classmethod
     def from_id(cls, item_id: str) -> "Item":
-        if item_id.startswith(_SUBNET_PREFIX):
-            return cls(SUBNET, item_id[len(_SUBNET_PREFIX):])
+        if item_id.startswith(SUBNET_PREFIX):
+            return cls(SUBNET, item_id[len(SUBNET_PREFIX):])
         return cls(OP, item_id)
 
     @property
     def id(self) -> str:
-        return self.spec if self.kind == OP else _SUBNET_PREFIX + self.spec
+        return self.spec if self.kind == OP else SUBNET_PREFIX + self.spec
 
     def arch(self) -> ArchConfig:
         if self.kind != SUBNET:

@@ -279,3 +279,27 @@ def test_unstable_items_get_rounds_one_at_a_time_until_they_agree(tmp_path: Path
     rounds = {i: sorted(r.round for r in agent.read_results(str(out))[1] if r.id == i) for i, _ in items}
     assert rounds == {"steady": [0, 1], "jumpy": [0, 1, 2, 3]}
     assert summ["jumpy"].ms == pytest.approx(1.0, rel=0.15) and summ["jumpy"].spread < 0.10
+
+
+def test_round_plan_spreads_the_extra_whole_network_rounds_over_the_passes() -> None:
+    ids = ["a", "b", "subnet:x"]
+    plan = agent.round_plan(ids, agent.JobSettings(rounds=2, subnet_rounds=5))
+    assert plan == [[(0, ids), (2, ["subnet:x"]), (4, ["subnet:x"])], [(1, ids), (3, ["subnet:x"])]]
+    assert agent.round_plan(ids, agent.JobSettings(rounds=3)) == [[(k, ids)] for k in range(3)]
+    assert agent.round_plan(["a"], agent.JobSettings(rounds=2, subnet_rounds=6)) == [[(0, ["a"])], [(1, ["a"])]]
+
+
+def test_whole_networks_get_more_rounds_in_the_same_passes_and_resume(models: Path, tmp_path: Path) -> None:
+    items = [("op", str(models / "relu0.onnx")), ("subnet:net", str(models / "relu1.onnx"))]
+    job = agent.JobSettings(agent.TimingSettings(1, 0.0, 3, 0.002), rounds=2, extra_rounds=0, subnet_rounds=5)
+    out = tmp_path / "res.jsonl"
+    argv = agent.worker_argv("onnxruntime", 1)
+    summ = agent.measure(items, str(out), argv, job, agent.make_header("onnxruntime", 1, job))
+    recs = agent.read_results(str(out))[1]
+    rounds = {i: sorted(r.round for r in recs if r.id == i) for i, _ in items}
+    assert rounds == {"op": [0, 1], "subnet:net": [0, 1, 2, 3, 4]}
+    assert summ["subnet:net"].rounds == 5 and summ["op"].rounds == 2
+    when = {(r.id, r.round): r.time for r in recs}
+    assert when[("subnet:net", 4)] < when[("op", 1)]  # round 4 is measured in the first pass, not after it all
+    agent.measure(items, str(out), argv, job, agent.make_header("onnxruntime", 1, job))
+    assert len(agent.read_results(str(out))[1]) == len(recs)  # resumed: nothing re-measured

@@ -122,6 +122,7 @@ def test_small_real_profile_and_validation(cli, tmp_path: Path) -> None:
             "--work", str(work), "--record")
     assert r.returncode == 0, r.stderr
     assert "tiny raw" in r.stdout and "tiny corrected" in r.stdout and "Spearman" in r.stdout
+    assert "tiny state-adjusted" in r.stdout and "5 calibration subnets re-measured" in r.stdout  # the anchors
     rows = list(csv.DictReader(open(out / "validation.csv")))
     assert len(rows) == 3
     fit = set(meta.calibration["fit_archs"])
@@ -130,6 +131,12 @@ def test_small_real_profile_and_validation(cli, tmp_path: Path) -> None:
         assert int(row["resolution"]) in (128, 132)
     assert (out / "validation.png").stat().st_size > 1000
     assert load_profile(prof_dir).meta.validation["raw"]["n"] == 3
+    assert load_profile(prof_dir).meta.validation["state_factor"] > 0
+    stamp = "".join(c for c in meta.created if c.isalnum())[:15]
+    assert (work / f"validate-seed3-{stamp}.jsonl").exists()  # a re-measured profile gets a fresh journal
+    recs = agent.read_results(str(work / "journal.jsonl"))[1]
+    nets = {r.id for r in recs if r.id.startswith("subnet:")}
+    assert len(nets) == 5 and all(sum(r.id == i for r in recs) >= 8 for i in nets)  # whole subnets: 8 rounds
     assert not fit & {r["arch"] for r in rows}
 
 
@@ -157,3 +164,19 @@ def test_killed_profile_run_resumes_without_loss_or_duplicates(tmp_path: Path, c
     assert len(results) == len({(x.id, x.round) for x in results})
     prof = load_profile(out)
     assert len(prof) == 96 and all(s.rounds == 3 for s in prof)
+
+
+def test_calibration_subnets_span_the_sizes_of_random_subnets() -> None:
+    from ofa_core.ops import subnet_macs
+    from profiler.pipeline import ProfileRequest
+
+    req = ProfileRequest(calibration_subnets=12, resolutions=(128, 176, 224))
+    cal = req.calibration_archs()
+    assert len(set(cal)) == 12 and cal == req.calibration_archs()  # distinct, reproducible
+    macs = [subnet_macs(a) for a in cal]
+    assert macs == sorted(macs)
+    rand = [subnet_macs(a) for a in sample_batch(np.random.default_rng(9), 300, resolutions=[128, 176, 224])
+            .to_configs()]
+    # the pool's extremes are included: smaller / larger than all but a few of 300 random subnets
+    assert np.mean(np.array(rand) < macs[0]) < 0.02 and np.mean(np.array(rand) > macs[-1]) < 0.02
+    assert ProfileRequest(calibration_subnets=0).calibration_archs() == []

@@ -173,7 +173,7 @@ def test_calibrated_predictor_fits_folds_and_round_trips(tmp_path: Path) -> None
     params = np.array([sum(op.params for op in subnet_ops(a)) / 1e6 for a in archs])
     n_ops = np.array([len(subnet_ops(a)) for a in archs])
     truth = 1.1 * lut + 0.3 * params + 0.02 * n_ops + 0.5
-    cal = CalibratedLUTPredictor(prof).fit(archs[:12], truth[:12])
+    cal = CalibratedLUTPredictor(prof, ("lut_ms", "params_m", "n_ops")).fit(archs[:12], truth[:12])
     assert cal.coef_ == pytest.approx([1.1, 0.3, 0.02], rel=1e-6) and cal.intercept_ == pytest.approx(0.5, rel=1e-6)
     assert cal.predict(batch) == pytest.approx(truth, rel=1e-9)  # folded per-op table == explicit features
     with pytest.raises(ProfileError, match="no calibration"):

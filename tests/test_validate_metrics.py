@@ -63,3 +63,51 @@ def test_imported_profiles_are_refused_in_one_line() -> None:
     prof.meta.source, prof.meta.backend = "ofa-import:x", "ofa-lut"
     with pytest.raises(UserError, match="not measured by ofakit"):
         validate_profile(prof, 3, 0)
+
+
+def test_state_factor_is_the_median_ratio_of_anchors_measured_both_times() -> None:
+    from ofakit.commands.validate import state_factor
+
+    then = [4.0, 5.0, 6.0, 8.0, 10.0]
+    now = [4.4, 5.5, np.nan, 8.0, 12.0]  # ratios 1.1, 1.1, -, 1.0, 1.2 -> median 1.1
+    assert state_factor(then, now) == pytest.approx(1.1)
+    assert state_factor(then[:2], now[:2]) is None  # fewer than 3 anchors measured: no factor
+    assert state_factor(then[:2], now[:2], minimum=2) == pytest.approx(1.1)
+
+
+def test_report_adds_a_state_adjusted_row_only_with_a_factor() -> None:
+    from ofakit.commands.validate import ValidationReport, csv_text, state_line
+
+    archs = sample_batch(np.random.default_rng(5), 3, resolutions=[160]).to_configs()
+    measured = np.array([5.0, 6.0, 7.0])
+    corrected = measured / 1.08  # the device got 8% slower for whole networks since profiling
+    rep = ValidationReport("p", archs, measured, measured * 0.8, corrected, state_factor=1.08)
+    m = rep.metrics()
+    assert set(m) == {"raw", "corrected", "state-adjusted"}
+    assert m["corrected"]["within5"] == 0.0 and m["state-adjusted"]["within5"] == 100.0
+    assert rep.adjusted == pytest.approx(measured)
+    assert "1.080" in state_line(rep) and "adjusted_ms" in csv_text(rep).splitlines()[0]
+    bare = ValidationReport("p", archs, measured, measured, corrected)
+    assert set(bare.metrics()) == {"raw", "corrected"} and bare.adjusted is None
+    assert "not measured" in state_line(bare)
+    with pytest.raises(UserError, match="--anchors"):
+        validate_profile(_measured_profile(), 3, 0, anchors=-1)
+
+
+def _measured_profile() -> Profile:
+    prof = _profile()
+    prof.meta.source = "measured"
+    return prof
+
+
+def test_state_factor_matches_anchors_with_a_profiles_calibration_subnets() -> None:
+    from ofakit.commands.validate import ValidationReport
+
+    cal = sample_batch(np.random.default_rng(6), 6, resolutions=[160, 192]).to_configs()
+    prof = _profile({"fit_archs": [a.to_json() for a in cal[:4]], "fit_measured_ms": [4.0, 5.0, 6.0, 7.0]})
+    anchors = [cal[3], cal[0], cal[5], cal[1]]  # cal[5] is not in this profile's calibration
+    rep = ValidationReport("p", [], np.array([]), np.array([]), None, anchors=anchors,
+                           anchor_ms=np.array([7.7, 4.4, 1.0, 5.0]))
+    assert rep.n_anchors == 4
+    assert rep.factor_for(prof) == pytest.approx(1.1)  # ratios 1.1, 1.1, 1.0 -> median 1.1
+    assert rep.factor_for(_profile()) is None  # no stored calibration subnets

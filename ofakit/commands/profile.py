@@ -138,7 +138,7 @@ def measure_cmd(
     name: str = typer.Option("", "--name", help="Profile name (default: DEVICE-BACKEND-<threads>t)."),
     work: Optional[Path] = typer.Option(None, "--work", help="Journal folder (default: cache/work/NAME)."),
     fresh: bool = typer.Option(False, "--fresh", help="Discard this profile's journal and measure anew."),
-    calibration: int = typer.Option(20, "--calibration-subnets", help="Whole subnets measured to calibrate."),
+    calibration: int = typer.Option(30, "--calibration-subnets", help="Whole subnets measured to calibrate."),
     seed: int = typer.Option(0, "--seed", help="Seed of the round order and calibration subnets."),
     jobs: int = typer.Option(2, "--jobs", "-j", help="Model-building processes."),
     width: float = typer.Option(1.0, "--width", help="Width multiplier of the supernet."),

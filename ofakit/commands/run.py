@@ -19,7 +19,7 @@ def run_cmd(
     n: int = typer.Option(30, "--n", help="Held-out subnets to validate on."),
     seed: int = typer.Option(0, "--seed", help="Seed of the round order and of the subnet samples."),
     rounds: int = typer.Option(4, "--rounds", help="Interleaved measurement rounds."),
-    calibration: int = typer.Option(12, "--calibration-subnets", help="Subnets measured to calibrate."),
+    calibration: int = typer.Option(30, "--calibration-subnets", help="Subnets measured to calibrate."),
     quick_resolutions: Optional[int] = typer.Option(None, "--quick-resolutions",
                                                     help="Resolutions measured by --quick (default 3)."),
     backend: str = typer.Option("onnxruntime", "--backend", "-b", help="onnxruntime | tflite | torch."),
@@ -30,7 +30,7 @@ def run_cmd(
     from predictors.lut import CalibratedLUTPredictor, LUTPredictor
 
     from .profile import log_line, profile_local
-    from .validate import format_table, validate_profile, write_outputs
+    from .validate import format_table, state_line, validate_profile, write_outputs
 
     t0 = time.perf_counter()
     folder = out or Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -60,6 +60,7 @@ def run_cmd(
                 rep.measured, CalibratedLUTPredictor(shipped).predict(rep.archs))
     print()
     print(format_table(rows))
+    print(state_line(rep))
     print()
     print(f"profile {t_profile:.0f} s, validation {rep.seconds['total_s']:.0f} s, "
           f"total {time.perf_counter() - t0:.0f} s")

@@ -5,6 +5,12 @@ Prints the share within ±5% / ±10%, RMSE % and Spearman for both; writes ``val
 arch JSON, resolution, measured, raw and corrected predictions, op count, params, MACs, noise figures) and a
 predicted-vs-measured ``validation.png``. The test subnets come from their own random stream and never include the
 profile's calibration subnets.
+
+Whole-network latency on a shared CPU moves with what other tenants do to the shared caches and memory (on this
+machine, by up to ~7% between two runs minutes apart while single operators stayed within ~1%). So validation
+also re-measures a few of the profile's calibration subnets (*anchors*, never test subnets) interleaved with the
+test subnets: the median ratio now / at profiling time is the device's *state factor*, printed, and a third row
+("state-adjusted") scales the calibrated prediction by it. The first two rows are the predictor as shipped.
 """
 from __future__ import annotations
 
@@ -25,6 +31,8 @@ from ofa_core.errors import UserError
 from . import devices as remote_cli
 
 METRICS = ("within5", "within10", "rmse_pct", "mean_err_pct", "spearman")
+ANCHORS = 10  # calibration subnets re-measured beside the test subnets
+MIN_ANCHORS = 3  # fewer measured anchors: no state factor
 
 
 def fidelity(measured: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
@@ -52,12 +60,45 @@ class ValidationReport:
     corrected: Optional[np.ndarray]
     summaries: dict = field(default_factory=dict)
     seconds: dict = field(default_factory=dict)
+    state_factor: Optional[float] = None  # device now / at profiling time, from the anchors (None: not measured)
+    anchors: list = field(default_factory=list)  # calibration subnets re-measured in the same job
+    anchor_ms: Optional[np.ndarray] = None
+
+    @property
+    def n_anchors(self) -> int:
+        return len(self.anchors)
+
+    def factor_for(self, profile: Any) -> Optional[float]:
+        """The state factor relative to ``profile``'s calibration measurements, over the anchors it shares (so a
+        quick and a full profile calibrated on the same subnets can both be scored on one validation run)."""
+        from predictors.lut import calibration_archs
+
+        then = dict(zip(calibration_archs(profile), (profile.meta.calibration or {}).get("fit_measured_ms") or []))
+        pairs = [(then[a], m) for a, m in zip(self.anchors, self.anchor_ms if self.anchor_ms is not None else [])
+                 if a in then]
+        return state_factor([p[0] for p in pairs], [p[1] for p in pairs]) if pairs else None
+
+    @property
+    def adjusted(self) -> Optional[np.ndarray]:
+        """The calibrated prediction scaled by the state factor (None without either)."""
+        if self.corrected is None or self.state_factor is None:
+            return None
+        return self.corrected * self.state_factor
 
     def metrics(self) -> dict[str, dict[str, float]]:
         out = {"raw": fidelity(self.measured, self.raw)}
         if self.corrected is not None:
             out["corrected"] = fidelity(self.measured, self.corrected)
+        if self.adjusted is not None:
+            out["state-adjusted"] = fidelity(self.measured, self.adjusted)
         return out
+
+
+def state_factor(then_ms: Any, now_ms: Any, minimum: int = MIN_ANCHORS) -> Optional[float]:
+    """Median of now / then over the anchors measured both times; None when fewer than ``minimum``."""
+    then, now = np.asarray(then_ms, dtype=float), np.asarray(now_ms, dtype=float)
+    ok = np.isfinite(then) & np.isfinite(now) & (then > 0) & (now > 0)
+    return float(np.median(now[ok] / then[ok])) if ok.sum() >= max(minimum, 1) else None
 
 
 def job_of(profile: Any, rounds: Optional[int] = None) -> Any:
@@ -95,10 +136,11 @@ def sample_test_archs(profile: Any, n: int, seed: int) -> list:
 
 
 def validate_profile(profile: Any, n: int, seed: int, rounds: Optional[int] = None, work: Optional[Path] = None,
-                     jobs: int = 2, log: Any = None, runner: Any = None) -> ValidationReport:
-    """Measure ``n`` held-out subnets on the profile's device and predict them with the profile. ``runner``:
-    this machine's by default; a board's SSHRunner for a board's profile."""
-    from predictors.lut import CalibratedLUTPredictor, LUTPredictor
+                     jobs: int = 2, log: Any = None, runner: Any = None, anchors: int = ANCHORS) -> ValidationReport:
+    """Measure ``n`` held-out subnets on the profile's device and predict them with the profile; with
+    ``anchors``, also re-measure that many of its calibration subnets in the same job for the state factor.
+    ``runner``: this machine's by default; a board's SSHRunner for a board's profile."""
+    from predictors.lut import CalibratedLUTPredictor, LUTPredictor, calibration_archs
     from profiler.builder import cache_root
     from profiler.pipeline import measure_subnets
 
@@ -108,19 +150,27 @@ def validate_profile(profile: Any, n: int, seed: int, rounds: Optional[int] = No
                         f"re-measures subnets on its device with its backend")
     if n < 1:
         raise UserError(f"--n: must be >= 1, got {n}")
+    if anchors < 0:
+        raise UserError(f"--anchors: must be >= 0, got {anchors}")
     archs = sample_test_archs(profile, n, seed)
-    journal = (work or cache_root() / "work" / profile.name) / f"validate-seed{seed}.jsonl"
+    refs = calibration_archs(profile)[:anchors]
+    # one journal per (profile version, seed): a re-measured profile of the same name never resumes old results
+    stamp = "".join(c for c in str(meta.created or "") if c.isalnum())[:15]
+    name = f"validate-seed{seed}-{stamp}.jsonl" if stamp else f"validate-seed{seed}.jsonl"
+    journal = (work or cache_root() / "work" / profile.name) / name
     if log:
         log(f"validating {profile.name}: {n} subnets (seed {seed}) on {meta.device} with {meta.backend}, "
             f"{meta.threads} thread(s); journal {journal}")
     t0 = time.perf_counter()
-    measured, summaries, secs = measure_subnets(archs, meta.device, meta.backend, meta.threads,
-                                                job_of(profile, rounds), journal, build_jobs=jobs, log=log,
-                                                runner=runner)
+    every, summaries, secs = measure_subnets(archs + refs, meta.device, meta.backend, meta.threads,
+                                             job_of(profile, rounds), journal, build_jobs=jobs, log=log, runner=runner)
     secs["total_s"] = time.perf_counter() - t0
     raw = LUTPredictor(profile).predict(archs)
     corrected = CalibratedLUTPredictor(profile).predict(archs) if meta.calibration else None
-    return ValidationReport(profile.name, archs, measured, raw, corrected, summaries, secs)
+    rep = ValidationReport(profile.name, archs, every[:len(archs)], raw, corrected, summaries, secs,
+                           anchors=refs, anchor_ms=every[len(archs):])
+    rep.state_factor = rep.factor_for(profile)
+    return rep
 
 
 def format_table(rows: dict[str, dict[str, float]]) -> str:
@@ -134,19 +184,29 @@ def format_table(rows: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
+def state_line(rep: ValidationReport) -> str:
+    """One line on the device-state factor."""
+    if rep.state_factor is None:
+        return (f"state factor: not measured ({rep.n_anchors} anchor subnet(s); the profile needs a stored "
+                f"calibration with its subnets)")
+    return (f"state factor {rep.state_factor:.3f}: {rep.n_anchors} calibration subnets re-measured now vs at "
+            f"profiling time (whole-network speed of the device now relative to then)")
+
+
 def csv_text(rep: ValidationReport) -> str:
     from ofa_core.ops import subnet_ops
     from profiler.items import Item
 
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["arch", "resolution", "measured_ms", "raw_ms", "corrected_ms", "n_ops", "params_m", "macs_m",
-                "rounds", "cv", "spread"])
+    w.writerow(["arch", "resolution", "measured_ms", "raw_ms", "corrected_ms", "adjusted_ms", "n_ops", "params_m",
+                "macs_m", "rounds", "cv", "spread"])
     for i, a in enumerate(rep.archs):
         ops = subnet_ops(a)
         s = rep.summaries.get(Item.subnet(a).id)
         w.writerow([json.dumps(a.to_ofa_dict(), separators=(",", ":")), a.r, _f(rep.measured[i]), _f(rep.raw[i]),
-                    _f(rep.corrected[i]) if rep.corrected is not None else "", len(ops),
+                    _f(rep.corrected[i]) if rep.corrected is not None else "",
+                    _f(rep.adjusted[i]) if rep.adjusted is not None else "", len(ops),
                     f"{sum(o.params for o in ops) / 1e6:.6f}", f"{sum(o.macs for o in ops) / 1e6:.3f}",
                     s.rounds if s else "", _f(s.cv) if s and s.cv is not None else "",
                     _f(s.spread) if s and s.spread is not None else ""])
@@ -169,8 +229,10 @@ def plot(rep: ValidationReport, path: Path, title: str = "") -> None:
     series = [("raw LUT sum", rep.raw, "#999999")]
     if rep.corrected is not None:
         series.append(("calibrated", rep.corrected, "#1f5fbf"))
+    if rep.adjusted is not None:
+        series.append((f"state-adjusted (x{rep.state_factor:.3f})", rep.adjusted, "#d9731a"))
     metrics = rep.metrics()
-    for (label, p, color), key in zip(series, ("raw", "corrected")):
+    for (label, p, color), key in zip(series, ("raw", "corrected", "state-adjusted")):
         mt = metrics[key]
         ax.scatter(m, p, s=14, color=color, alpha=0.8,
                    label=f"{label}: {mt['within10']:.0f}% in ±10%, {mt['within5']:.0f}% in ±5%")
@@ -208,6 +270,8 @@ def validate_cmd(
     work: Optional[Path] = typer.Option(None, "--work", help="Journal folder (default: cache/work/PROFILE)."),
     record: bool = typer.Option(False, "--record", help="Store the figures in the profile's profile.json."),
     jobs: int = typer.Option(2, "--jobs", "-j", help="Model-building processes."),
+    anchors: int = typer.Option(ANCHORS, "--anchors", help="Calibration subnets re-measured beside the test "
+                                                           "subnets for the device-state factor (0: none)."),
     inventory: Optional[Path] = remote_cli.InventoryOpt, accept_new_host_key: bool = remote_cli.AcceptOpt,
     connect_timeout: float = remote_cli.TimeoutOpt, retries: int = remote_cli.RetriesOpt,
     reconnects: int = remote_cli.ReconnectsOpt,
@@ -219,15 +283,16 @@ def validate_cmd(
     prof = remote_cli.board_profile(device, inventory)
     runner = remote_cli.board_runner(prof, remote_cli.remote_settings(inventory, accept_new_host_key,
                                                                       connect_timeout, retries, reconnects))
-    rep = validate_profile(prof, n, seed, rounds, work, jobs, log_line, runner)
+    rep = validate_profile(prof, n, seed, rounds, work, jobs, log_line, runner, anchors)
     folder = out or Path("runs") / "validate" / f"{prof.name}-seed{seed}-n{n}"
     csv_path, png_path = write_outputs(rep, folder)
     metrics = rep.metrics()
     print(format_table({f"{prof.name} {k}": v for k, v in metrics.items()}))
+    print(state_line(rep))
     print(f"measured {len(rep.archs)} subnets in {rep.seconds['total_s']:.0f} s; wrote {csv_path} and {png_path}")
     if record:
         prof.meta.validation = {"date": datetime.now().astimezone().isoformat(timespec="seconds"), "n": n,
-                                "seed": seed, **metrics}
+                                "seed": seed, "state_factor": rep.state_factor, **metrics}
         prof.save()
         print(f"recorded in {prof.path}")
 

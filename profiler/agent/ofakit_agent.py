@@ -11,8 +11,9 @@ min. ``--clock thread`` (default) times each run by the CPU time of the calling 
 single-threaded (``--threads 1``: the model executes on that thread), so time the OS gives other processes does
 not count; with more threads, or ``--clock wall``, runs are timed by ``time.perf_counter``. Every item is
 measured in ``--rounds`` rounds, each round a pass over all items in a freshly shuffled order (seeded, so a
-resumed run follows the same order), so slow/fast CPU states and drift spread over all items. The value of an
-item is the minimum over rounds of the round medians; items whose best round is noisy (robust CV =
+resumed run follows the same order), so slow/fast CPU states and drift spread over all items; whole networks
+(ids starting ``subnet:``) get ``--subnet-rounds`` rounds when that is more, spread over the same passes. The
+value of an item is the minimum over rounds of the round medians; items whose best round is noisy (robust CV =
 IQR/1.349/median above ``--cv-threshold``) or whose two best rounds disagree by more than ``--spread-threshold``
 get more rounds, one at a time, until they are stable or ``--extra-rounds`` more rounds were measured. Timing
 runs in a worker subprocess: an item that hangs past ``--timeout`` or crashes the runtime is recorded
@@ -23,7 +24,7 @@ CLI (stable):
   python ofakit_agent.py measure --models DIR --ops FILE --out RESULTS.jsonl --backend onnxruntime \\
         [--threads 1] [--rounds 4] [--extra-rounds 2] [--warmup-runs 3] [--warmup-time 0.01] [--min-runs 10] \\
         [--min-time 0.05] [--clock thread|wall] [--timeout 60] [--cv-threshold 0.1] [--spread-threshold 0.05] \\
-        [--seed 0] [--retry-errors] [--quiet]
+        [--seed 0] [--subnet-rounds 0] [--retry-errors] [--quiet]
       FILE holds JSON lines {"id": ITEM_ID, "model": PATH} (PATH relative to DIR unless absolute).
       RESULTS gets a header line, then one JSON line per (item, round) as it goes (flushed and fsynced).
       Re-running the same command resumes: (item, round) pairs already recorded are skipped (records with an
@@ -92,7 +93,9 @@ class TimingSettings:
 
 @dataclass
 class JobSettings:
-    """A measurement job: interleaved rounds, noise-driven extra rounds, per-item timeout."""
+    """A measurement job: interleaved rounds, noise-driven extra rounds, per-item timeout. Whole networks (item
+    ids starting with ``subnet:``) get ``max(rounds, subnet_rounds)`` rounds: their latency moves with the
+    state of the shared caches and memory more than a single operator's does, so they need more samples."""
 
     timing: TimingSettings = field(default_factory=TimingSettings)
     rounds: int = 4
@@ -102,6 +105,7 @@ class JobSettings:
     timeout_s: float = 60.0
     seed: int = 0
     retry_errors: bool = False
+    subnet_rounds: int = 0  # rounds for whole networks (ids starting "subnet:") when more than ``rounds``
 
 
 @dataclass
@@ -617,16 +621,17 @@ def measure(items: Sequence[Tuple[str, str]], out_path: str, worker_argv: Sequen
     models = dict(items)
     ids = sorted(models)
     try:
-        plan = [(rnd, ids) for rnd in range(job.rounds)]
+        plan = round_plan(ids, job)
         _run_rounds(plan, models, journal, worker, job, progress)
-        for rnd in range(job.rounds, job.rounds + job.extra_rounds):
+        first_extra = max(rnd for group in plan for rnd, _ in group) + 1 if plan else 0
+        for rnd in range(first_extra, first_extra + job.extra_rounds):
             # one more round for the items still unstable; decided from earlier rounds only, so a resumed run
             # picks the same items
             summ = summarize(r for r in journal.results if r.round < rnd and r.id in models)
             redo = sorted(i for i, s in summ.items() if unstable(s, job))
             if not redo:
                 break
-            _run_rounds([(rnd, redo)], models, journal, worker, job, progress)
+            _run_rounds([[(rnd, redo)]], models, journal, worker, job, progress)
     finally:
         worker.stop()
         journal.close()
@@ -634,8 +639,26 @@ def measure(items: Sequence[Tuple[str, str]], out_path: str, worker_argv: Sequen
     return {i: summ[i] for i in ids if i in summ}
 
 
-def _run_rounds(plan: Sequence[Tuple[int, Sequence[str]]], models: Dict[str, str], journal: Journal,
-                worker: Worker, job: JobSettings, progress: Optional[Progress]) -> None:
+SUBNET_PREFIX = "subnet:"
+
+Plan = List[List[Tuple[int, Sequence[str]]]]  # passes, each a list of (round, item ids) measured mixed together
+
+
+def round_plan(ids: Sequence[str], job: JobSettings) -> Plan:
+    """The regular rounds as ``max(rounds, 1)`` passes over the items. Round ``k`` of every item is in pass
+    ``k``; the whole networks' further rounds (``subnet_rounds`` > ``rounds``) are spread over the passes
+    (round ``k`` in pass ``k % rounds``), so they too meet every state of the machine along the job."""
+    passes = max(job.rounds, 1)
+    nets = [i for i in ids if i.startswith(SUBNET_PREFIX)]
+    plan = [[(k, list(ids))] for k in range(job.rounds)] or [[]]
+    for k in range(job.rounds, job.subnet_rounds):
+        if nets:
+            plan[k % passes].append((k, nets))
+    return [p for p in plan if p]
+
+
+def _run_rounds(plan: Plan, models: Dict[str, str], journal: Journal, worker: Worker, job: JobSettings,
+                progress: Optional[Progress]) -> None:
     def done(rec: Optional[MeasureResult]) -> bool:
         if rec is None:
             return False
@@ -643,10 +666,11 @@ def _run_rounds(plan: Sequence[Tuple[int, Sequence[str]]], models: Dict[str, str
 
     have = latest(journal.results)
     todo = []  # type: List[Tuple[int, str]]
-    for rnd, ids in plan:
-        order = list(ids)
-        random.Random("{}:{}".format(job.seed, rnd)).shuffle(order)
-        todo += [(rnd, i) for i in order if not done(have.get((i, rnd)))]
+    for group in plan:
+        order = [(rnd, i) for rnd, ids in group for i in ids]
+        # seeded by the pass's first round: a resumed run follows the same order
+        random.Random("{}:{}".format(job.seed, group[0][0])).shuffle(order)
+        todo += [(rnd, i) for rnd, i in order if not done(have.get((i, rnd)))]
     timing = asdict(job.timing)
     pending = None  # type: Optional[MeasureResult]
     for k, (rnd, item_id) in enumerate(todo):
@@ -703,7 +727,8 @@ def _parser() -> argparse.ArgumentParser:
                                ("--warmup-runs", t.warmup_runs, int), ("--warmup-time", t.warmup_s, float),
                                ("--min-runs", t.min_runs, int), ("--min-time", t.min_s, float),
                                ("--timeout", d.timeout_s, float), ("--cv-threshold", d.cv_threshold, float),
-                               ("--spread-threshold", d.spread_threshold, float), ("--seed", d.seed, int)):
+                               ("--spread-threshold", d.spread_threshold, float), ("--seed", d.seed, int),
+                               ("--subnet-rounds", d.subnet_rounds, int)):
         m.add_argument(name, type=typ, default=default)
     m.add_argument("--clock", choices=CLOCKS, default=t.clock)
     m.add_argument("--retry-errors", action="store_true")
@@ -736,7 +761,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     job = JobSettings(TimingSettings(args.warmup_runs, args.warmup_time, args.min_runs, args.min_time,
                                      clock=args.clock),
                       args.rounds, args.extra_rounds, args.cv_threshold, args.spread_threshold, args.timeout,
-                      args.seed, args.retry_errors)
+                      args.seed, args.retry_errors, args.subnet_rounds)
     if args.threads < 1 or job.rounds < 1:
         print("ofakit_agent: error: --threads and --rounds must be >= 1", file=sys.stderr)
         return 2

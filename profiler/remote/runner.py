@@ -349,7 +349,8 @@ def job_args(job: agent.JobSettings) -> list[str]:
     args = ["--rounds", job.rounds, "--extra-rounds", job.extra_rounds, "--warmup-runs", t.warmup_runs,
             "--warmup-time", t.warmup_s, "--min-runs", t.min_runs, "--min-time", t.min_s, "--clock", t.clock,
             "--timeout", job.timeout_s,
-            "--cv-threshold", job.cv_threshold, "--spread-threshold", job.spread_threshold, "--seed", job.seed]
+            "--cv-threshold", job.cv_threshold, "--spread-threshold", job.spread_threshold, "--seed", job.seed,
+            "--subnet-rounds", job.subnet_rounds]
     return [repr(a) if isinstance(a, float) else str(a) for a in args] + (["--retry-errors"] if job.retry_errors
                                                                           else [])
 
