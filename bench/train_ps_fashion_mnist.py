@@ -19,7 +19,6 @@ import dataclasses
 import datetime as dt
 import json
 import os
-import platform
 import shutil
 import signal
 import subprocess
@@ -34,6 +33,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from _report import machine as host_machine  # noqa: E402
 from ofa_core.errors import UserError  # noqa: E402
 from ofa_core.train import PhaseConfig, ProgressiveShrinking, Trainer, TrainConfig, builtin_config, \
     init_distributed, load_config, train_from_scratch  # noqa: E402
@@ -47,16 +47,8 @@ ENV = init_distributed()  # one process; the GPU when there is one
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
-    return f"{cpu}, {os.cpu_count()} cores{gpu}, torch {torch.__version__}, {torch.get_num_threads()} threads"
+    return f"{host_machine()}{gpu}, torch {torch.__version__}, {torch.get_num_threads()} threads"
 
 
 def pct(x: float) -> str:
