@@ -310,6 +310,8 @@ def measurement_noise(cfg, splits, out: Path, acc_path: Path, args, n: int = 30)
     full = make_splits(splits.source, cfg.data.holdout, cfg.data.split_seed, cfg.data.train_subset, None,
                        args.acc_calib)
     other = dataclasses.replace(full, holdout=full.holdout[args.acc_eval:2 * args.acc_eval])
+    if len(other.holdout) < args.acc_eval:
+        return {"skipped": f"{len(full.holdout)} held-out images: fewer than twice --acc-eval {args.acc_eval}"}
     model = ProgressiveShrinking(cfg, out / "supernet", ENV, splits=splits).new_supernet()
     last = out / "supernet" / cfg.phases[-1].name / "final.pt"
     load_model_state(model, model_state(last), str(last))
@@ -369,7 +371,9 @@ def report(results: dict, cfg, args) -> str:
     else:
         lines.append(f"Accuracy predictor: {p.get('skipped', 'not run')}.")
     nz = results.get("noise")
-    if nz:
+    if nz and "skipped" in nz:
+        lines += ["", f"Label noise: not measured ({nz['skipped']})."]
+    elif nz:
         lines += ["", f"Label noise: {nz['n']} of these subnets measured again on {nz['images']} other held-out "
                       f"images differ by {nz['rms_diff_points']:.2f} points RMS, i.e. one measurement carries about "
                       f"{nz['noise_points']:.2f} points of noise -- a floor under any predictor's RMSE on these "
