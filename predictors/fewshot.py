@@ -12,8 +12,11 @@ candidates pays for its chance to fit noise). Every fit uses a Huber loss (one s
 not tilt it). The prediction is the geometric mean of the ``n_ensemble`` best families.
 
 On HELP's GPUs (bench/fewshot_help.py, BENCHMARKS.md) this lifts the README baseline from mean Spearman 0.843 /
-79.8% within +-10% to about 0.905 / 85%; a linear model fitted on 4,000 samples of the target reaches 0.921 /
-90.1%, so the measurements' own noise, not the 10 samples, limits the batch-1 configs.
+79.8% within +-10% to about 0.905 / 85%. With 4,000 samples of the target instead of 10, the best of ridge,
+gradient boosting and a random forest on the other configs + arch features + the block encoding reaches 0.925 /
+90.3% (``bench/fewshot_help.py --ceiling``): what they miss on the batch-1 configs and 2080ti_32 is measurement
+noise (not shared by similar subnets; on titan_rtx_1 mostly slow/fast states along the measurement order), so
+no few-shot method can reach mean Spearman 0.95 on this data.
 
 :func:`fit_few_shot` builds one from device profiles (``ofakit fit-few-shot``).
 """
