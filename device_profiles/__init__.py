@@ -129,9 +129,16 @@ class Profile:
         target = Path(folder) if folder is not None else (self.path or profile_root() / self.name)
         target.mkdir(parents=True, exist_ok=True)
         atomic_write_text(target / LUT_CSV, self.lut_csv_text())
-        atomic_write_text(target / PROFILE_JSON, json.dumps(asdict(self.meta), indent=2, sort_keys=True) + "\n")
         self.path = target
-        return target
+        return self.save_meta()
+
+    def save_meta(self) -> Path:
+        """Rewrite only ``profile.json`` (atomically) in the profile's own folder, e.g. after a recalibration;
+        the lookup table is left as it is. Returns the folder."""
+        if self.path is None:
+            raise ProfileError(f"profile {self.name!r} has no folder yet; save() it first")
+        atomic_write_text(self.path / PROFILE_JSON, json.dumps(asdict(self.meta), indent=2, sort_keys=True) + "\n")
+        return self.path
 
     def lut_csv_text(self) -> str:
         buf = io.StringIO()

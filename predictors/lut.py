@@ -8,10 +8,16 @@ with it, 97-100% without). An op timed alone keeps its weights in cache while a 
 every network pays fixed per-run costs, so the plain sum runs low on CPUs; the correction is linear in per-op
 quantities, so it folds into one per-op table and predicts exactly as fast as the plain sum. Fitted parameters
 are stored in the profile's ``calibration`` (plain JSON).
+
+Whole-network latency on a shared host drifts by several percent over minutes while single ops do not. A *device
+state factor* (median ratio now / at calibration time over a few calibration subnets re-measured as *anchors*,
+:func:`state_factor`) follows that drift: `ofakit profile recalibrate` stores one in ``calibration["state"]`` and
+the calibrated predictor multiplies its folded table by it (``state=False`` ignores it).
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Sequence
+import math
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -32,6 +38,8 @@ FEATURES: dict[str, Callable[[OpSpec, float], float]] = {
 }
 DEFAULT_FEATURES = ("lut_ms", "params_m")
 CALIBRATION_MODEL = "linear-per-op-v1"
+STATE_KEY = "state"  # calibration[STATE_KEY]: the stored device-state factor (absent: 1.0)
+MIN_ANCHORS = 3  # fewer anchors measured both times: no state factor
 
 
 def _as_profile(profile: Profile | str) -> Profile:
@@ -49,6 +57,42 @@ def calibration_archs(profile: Profile) -> list[ArchConfig]:
     return out
 
 
+def anchor_archs(profile: Profile, n: int) -> list[ArchConfig]:
+    """``n`` of the profile's calibration subnets, evenly spaced over their stored order (MAC-count quantiles for
+    profiles made by ofakit, so small and large subnets alike), all of them when ``n`` is larger."""
+    cal = calibration_archs(profile)
+    if n <= 0 or not cal:
+        return []
+    if n >= len(cal):
+        return cal
+    return [cal[int(i)] for i in np.round(np.linspace(0, len(cal) - 1, n)).astype(int)]
+
+
+def state_factor(then_ms: Any, now_ms: Any, minimum: int = MIN_ANCHORS) -> Optional[float]:
+    """Median of now / then over the anchors measured both times; None when fewer than ``minimum``."""
+    then, now = np.asarray(then_ms, dtype=float), np.asarray(now_ms, dtype=float)
+    ok = np.isfinite(then) & np.isfinite(now) & (then > 0) & (now > 0)
+    return float(np.median(now[ok] / then[ok])) if ok.sum() >= max(minimum, 1) else None
+
+
+def anchor_factor(profile: Profile, anchors: Sequence[ArchConfig], now_ms: Sequence[float]) -> Optional[float]:
+    """:func:`state_factor` of ``anchors`` measured now (``now_ms``) against the profile's calibration
+    measurements of the same subnets (anchors it did not calibrate on are skipped)."""
+    then = dict(zip(calibration_archs(profile), (profile.meta.calibration or {}).get("fit_measured_ms") or []))
+    pairs = [(then[a], m) for a, m in zip(anchors, now_ms) if a in then]
+    return state_factor([p[0] for p in pairs], [p[1] for p in pairs]) if pairs else None
+
+
+def stored_state(profile: Profile) -> dict[str, Any]:
+    """The device-state factor stored with the profile's calibration (``{}`` when none; checked)."""
+    state = (profile.meta.calibration or {}).get(STATE_KEY) or {}
+    f = state.get("factor") if isinstance(state, dict) else None
+    if state and not (isinstance(f, (int, float)) and not isinstance(f, bool) and math.isfinite(f) and f > 0):
+        raise ProfileError(f"profile {profile.name!r}: unreadable calibration state (factor {f!r}; re-run "
+                           f"`ofakit profile recalibrate`)")
+    return state
+
+
 class LUTPredictor:
     """Vectorized LUT sum over a device profile (milliseconds)."""
 
@@ -62,12 +106,15 @@ class LUTPredictor:
 class CalibratedLUTPredictor:
     """LUT sum corrected by a linear model fitted on measured whole subnets (scikit-learn style: ``fit`` returns
     self; fitted attributes ``coef_``, ``intercept_``). Without ``fit``, it uses the calibration stored in the
-    profile."""
+    profile, scaled by its stored device-state factor ``state_factor_`` unless ``state=False``. A fresh ``fit``
+    has no state factor (1.0): it is relative to its own measurements."""
 
-    def __init__(self, profile: Profile | str, features: Sequence[str] = DEFAULT_FEATURES, loss: str = "huber"):
+    def __init__(self, profile: Profile | str, features: Sequence[str] = DEFAULT_FEATURES, loss: str = "huber",
+                 state: bool = True):
         self.profile = _as_profile(profile)
         self.features = tuple(features)
         self.loss = loss
+        self.state = state
 
     # --- fitting ------------------------------------------------------------------------------------------------
     def feature_matrix(self, archs: Archs) -> np.ndarray:
@@ -107,6 +154,7 @@ class CalibratedLUTPredictor:
         self.coef_ = sol[:-1]
         self.intercept_ = float(sol[-1])
         self.n_fit_ = int(ok.sum())
+        self._state_factor = 1.0
         self._folded = None
         return self
 
@@ -147,6 +195,13 @@ class CalibratedLUTPredictor:
             self._folded = None
         except (KeyError, TypeError, ValueError) as exc:
             raise ProfileError(f"profile {self.profile.name!r}: unreadable calibration ({exc})") from None
+        self._state_factor = float(stored_state(self.profile).get("factor", 1.0)) if self.state else 1.0
+
+    @property
+    def state_factor_(self) -> float:
+        """The device-state factor predictions are scaled by (1.0: none stored, ``state=False`` or a fresh fit)."""
+        self._check_fitted()
+        return self._state_factor
 
     # --- prediction -----------------------------------------------------------------------------------------------
     def _table(self, value: Callable[[OpSpec, float], float]) -> SlotTable:
@@ -161,11 +216,13 @@ class CalibratedLUTPredictor:
         return SlotTable(space_for_width(prof.meta.width), prof.meta.resolutions, v)
 
     def folded_table(self) -> SlotTable:
-        """One per-op table holding each op's share of the calibrated prediction (intercept on the stem)."""
+        """One per-op table holding each op's share of the calibrated prediction (intercept on the stem), times the
+        state factor."""
         self._check_fitted()
         if getattr(self, "_folded", None) is None:
             fns = [FEATURES[f] for f in self.features]
-            coef, icpt = [float(c) for c in self.coef_], self.intercept_
+            s = self._state_factor
+            coef, icpt = [s * float(c) for c in self.coef_], s * self.intercept_
 
             def value(op: OpSpec, ms: float) -> float:
                 return sum(c * f(op, ms) for c, f in zip(coef, fns)) + (icpt if op.kind == STEM else 0.0)

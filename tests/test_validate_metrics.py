@@ -55,7 +55,9 @@ def test_job_comes_from_the_profile() -> None:
     prof.meta.method = {"job": asdict(job)}
     got = job_of(prof)
     assert got.rounds == 6 and got.timing.min_s == 0.123 and got.timing.clock == job.timing.clock
-    assert job_of(prof, rounds=2).rounds == 2
+    assert job_of(prof).subnet_rounds == job.subnet_rounds
+    two = job_of(prof, rounds=2)
+    assert two.rounds == 2 and max(two.rounds, two.subnet_rounds) == 2  # --rounds: rounds per whole subnet
 
 
 def test_imported_profiles_are_refused_in_one_line() -> None:
@@ -66,7 +68,7 @@ def test_imported_profiles_are_refused_in_one_line() -> None:
 
 
 def test_state_factor_is_the_median_ratio_of_anchors_measured_both_times() -> None:
-    from ofakit.commands.validate import state_factor
+    from predictors.lut import state_factor
 
     then = [4.0, 5.0, 6.0, 8.0, 10.0]
     now = [4.4, 5.5, np.nan, 8.0, 12.0]  # ratios 1.1, 1.1, -, 1.0, 1.2 -> median 1.1
@@ -111,3 +113,29 @@ def test_state_factor_matches_anchors_with_a_profiles_calibration_subnets() -> N
     assert rep.n_anchors == 4
     assert rep.factor_for(prof) == pytest.approx(1.1)  # ratios 1.1, 1.1, 1.0 -> median 1.1
     assert rep.factor_for(_profile()) is None  # no stored calibration subnets
+
+
+def test_state_adjusted_row_replaces_a_stored_factor_by_the_one_measured_now() -> None:
+    from ofakit.commands.validate import ValidationReport, state_line
+
+    archs = sample_batch(np.random.default_rng(8), 3, resolutions=[160]).to_configs()
+    base = np.array([5.0, 6.0, 7.0])  # the calibration as fitted
+    stored = {"factor": 1.10, "date": "2026-11-26T04:00:00+00:00", "n": 10}
+    rep = ValidationReport("p", archs, base * 1.04, base, base * 1.10, state_factor=1.04, stored_state=stored)
+    assert rep.stored_factor == 1.10 and rep.adjusted == pytest.approx(base * 1.04)
+    assert rep.metrics()["state-adjusted"]["rmse_pct"] == pytest.approx(0.0, abs=1e-9)
+    line = state_line(rep)
+    assert "stored state factor 1.100 (10 anchors, 2026-11-26T04:00:00+00:00)" in line and "1.040" in line
+    bare = ValidationReport("p", archs, base, base, base, state_factor=1.04)
+    assert bare.stored_factor == 1.0 and "no stored state factor" in state_line(bare)
+
+
+def test_anchors_spread_over_the_calibration_subnets() -> None:
+    from predictors.lut import anchor_archs
+
+    cal = sample_batch(np.random.default_rng(9), 30, resolutions=[160, 192]).to_configs()
+    prof = _profile({"fit_archs": [a.to_json() for a in cal]})
+    got = anchor_archs(prof, 10)
+    assert len(set(got)) == 10 and got[0] == cal[0] and got[-1] == cal[-1]
+    assert [cal.index(a) for a in got] == [0, 3, 6, 10, 13, 16, 19, 23, 26, 29]
+    assert anchor_archs(prof, 50) == cal and anchor_archs(prof, 0) == [] and anchor_archs(_profile(), 5) == []

@@ -6,7 +6,10 @@ and ``ofakit profile import-ofa DIR ...`` both work.
 """
 from __future__ import annotations
 
+import os
 import sys
+import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any, List, Optional
 
@@ -244,6 +247,102 @@ def export_ofa_cmd(
     prof = load_profile(profile)
     files = export_ofa(prof, folder)
     print(f"{prof.name}: wrote {len(files)} files to {folder}")
+
+
+RESUME_S = 600.0  # an unfinished recalibration journal older than this is discarded: the device has moved since
+
+
+def recalibrate_profile(prof: Any, anchors: Optional[int] = None, rounds: Optional[int] = None,
+                        work: Optional[Path] = None, jobs: int = 2, log: Any = log_line, runner: Any = None
+                        ) -> dict[str, Any]:
+    """Re-measure ``anchors`` (default: up to 10) of the profile's calibration subnets on its device with its
+    backend and method, and return the device state to store as ``calibration["state"]`` (factor = median now /
+    at calibration time). Resumes an interrupted run of the last ``RESUME_S`` seconds. ``runner``: a board's
+    SSHRunner, else this machine's."""
+    import numpy as np
+
+    from predictors.lut import MIN_ANCHORS, anchor_archs, anchor_factor
+    from profiler.agent.ofakit_agent import cpu_model
+    from profiler.builder import cache_root
+    from profiler.pipeline import LOCAL_DEVICES, measure_subnets
+
+    from .validate import ANCHORS, job_of
+
+    meta, cal = prof.meta, prof.meta.calibration or {}
+    if meta.source != "measured" or not meta.backend or meta.threads is None:
+        raise UserError(f"profile {prof.name!r} was not measured by ofakit ({meta.source}); recalibration "
+                        f"re-measures subnets on its device with its backend")
+    n_cal = len(cal.get("fit_archs") or [])
+    if not n_cal or len(cal.get("fit_measured_ms") or []) != n_cal:
+        raise UserError(f"profile {prof.name!r} stores no calibration subnets with their measured latencies; "
+                        f"profile the device with --calibration-subnets N first")
+    anchors = min(ANCHORS, n_cal) if anchors is None else anchors
+    if not MIN_ANCHORS <= anchors <= n_cal:
+        raise UserError(f"--anchors: must lie in {MIN_ANCHORS}..{n_cal} (the profile's calibration subnets), "
+                        f"got {anchors}")
+    if rounds is not None and rounds < 1:
+        raise UserError(f"--rounds: must be >= 1, got {rounds}")
+    here, then_cpu = cpu_model(), (meta.environment or {}).get("cpu_model")
+    if runner is None and meta.device in LOCAL_DEVICES and then_cpu and here and then_cpu != here:
+        raise UserError(f"profile {prof.name!r} was measured on a {then_cpu!r}, this machine is a {here!r}: a state "
+                        f"factor cannot bridge two devices; profile this one (ofakit profile {meta.device})")
+    refs = anchor_archs(prof, anchors)
+    job = job_of(prof, rounds)
+    stamp = "".join(c for c in str(meta.created or "") if c.isalnum())[:15]
+    journal = (work or cache_root() / "work" / prof.name) / f"recalibrate-{stamp or 'profile'}.jsonl"
+    if journal.exists() and time.time() - journal.stat().st_mtime > RESUME_S:
+        log(f"discarding {journal}: unfinished and older than {RESUME_S:.0f} s")
+        journal.unlink()
+    log(f"recalibrating {prof.name}: {len(refs)} of its {n_cal} calibration subnets on {meta.device} with "
+        f"{meta.backend}, {meta.threads} thread(s); journal {journal}")
+    t0 = time.perf_counter()
+    now, _, _ = measure_subnets(refs, meta.device, meta.backend, meta.threads, job, journal, build_jobs=jobs,
+                                log=log, runner=runner)
+    factor = anchor_factor(prof, refs, now)
+    ok = int(np.isfinite(now).sum())
+    if factor is None:
+        raise UserError(f"{prof.name}: only {ok} of {len(refs)} anchor subnets could be measured (need "
+                        f"{MIN_ANCHORS}); see {journal}")
+    date = datetime.now().astimezone().isoformat(timespec="seconds")
+    os.replace(journal, journal.with_name(f"{journal.stem}-{''.join(c for c in date if c.isalnum())[:15]}.jsonl"))
+    return {"factor": factor, "date": date, "n": ok, "anchor_archs": [a.to_json() for a in refs],
+            "anchor_ms": [float(v) if np.isfinite(v) else None for v in now],
+            "rounds": max(job.rounds, job.subnet_rounds), "seconds": round(time.perf_counter() - t0, 1),
+            "loadavg": [round(v, 2) for v in os.getloadavg()]}
+
+
+@profile_app.command("recalibrate")
+def recalibrate_cmd(
+    profile: str = typer.Argument(..., help="Profile (name or folder) whose device state to re-measure."),
+    anchors: Optional[int] = typer.Option(None, "--anchors", help="Calibration subnets re-measured, evenly spread "
+                                                                  "over their sizes (default 10, at least 3)."),
+    rounds: Optional[int] = typer.Option(None, "--rounds", help="Rounds per subnet (default: the profile's)."),
+    work: Optional[Path] = typer.Option(None, "--work", help="Journal folder (default: cache/work/PROFILE)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Save the recalibrated profile into this folder "
+                                                                 "(default: in place, profile.json only)."),
+    jobs: int = typer.Option(2, "--jobs", "-j", help="Model-building processes."),
+    inventory: Optional[Path] = remote_cli.InventoryOpt, accept_new_host_key: bool = remote_cli.AcceptOpt,
+    connect_timeout: float = remote_cli.TimeoutOpt, retries: int = remote_cli.RetriesOpt,
+    reconnects: int = remote_cli.ReconnectsOpt,
+) -> None:
+    """Re-measure a few of the profile's calibration subnets now and store the device-state factor (now / at
+    calibration time) that its calibrated predictions are then scaled by (predict, search, validate)."""
+    from device_profiles import ProfileError
+    from predictors.lut import STATE_KEY, stored_state
+
+    prof = remote_cli.board_profile(profile, inventory)
+    runner = remote_cli.board_runner(prof, remote_cli.remote_settings(inventory, accept_new_host_key,
+                                                                      connect_timeout, retries, reconnects))
+    try:
+        old = stored_state(prof)
+    except ProfileError:  # a damaged stored state is what recalibrating replaces
+        old = {}
+    state = recalibrate_profile(prof, anchors, rounds, work, jobs, log_line, runner)
+    prof.meta.calibration[STATE_KEY] = state
+    folder = prof.save(out) if out else prof.save_meta()
+    was = f" (was {old['factor']:.3f} from {old.get('date', '?')})" if old else ""
+    print(f"{prof.name}: state factor {state['factor']:.3f}{was} from {state['n']} calibration subnets re-measured "
+          f"in {state['seconds']:.0f} s -> {folder / 'profile.json'}")
 
 
 def register(app: typer.Typer) -> None:

@@ -10,7 +10,8 @@ Whole-network latency on a shared CPU moves with what other tenants do to the sh
 machine, by up to ~7% between two runs minutes apart while single operators stayed within ~1%). So validation
 also re-measures a few of the profile's calibration subnets (*anchors*, never test subnets) interleaved with the
 test subnets: the median ratio now / at profiling time is the device's *state factor*, printed, and a third row
-("state-adjusted") scales the calibrated prediction by it. The first two rows are the predictor as shipped.
+("state-adjusted") scales the calibration (without any stored factor) by it. The first two rows are the profile as
+stored: "corrected" includes the state factor `ofakit profile recalibrate` stored, if any (named in the output).
 """
 from __future__ import annotations
 
@@ -32,7 +33,6 @@ from . import devices as remote_cli
 
 METRICS = ("within5", "within10", "rmse_pct", "mean_err_pct", "spearman")
 ANCHORS = 10  # calibration subnets re-measured beside the test subnets
-MIN_ANCHORS = 3  # fewer measured anchors: no state factor
 
 
 def fidelity(measured: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
@@ -63,6 +63,7 @@ class ValidationReport:
     state_factor: Optional[float] = None  # device now / at profiling time, from the anchors (None: not measured)
     anchors: list = field(default_factory=list)  # calibration subnets re-measured in the same job
     anchor_ms: Optional[np.ndarray] = None
+    stored_state: dict = field(default_factory=dict)  # the factor stored in the profile, included in `corrected`
 
     @property
     def n_anchors(self) -> int:
@@ -71,19 +72,22 @@ class ValidationReport:
     def factor_for(self, profile: Any) -> Optional[float]:
         """The state factor relative to ``profile``'s calibration measurements, over the anchors it shares (so a
         quick and a full profile calibrated on the same subnets can both be scored on one validation run)."""
-        from predictors.lut import calibration_archs
+        from predictors.lut import anchor_factor
 
-        then = dict(zip(calibration_archs(profile), (profile.meta.calibration or {}).get("fit_measured_ms") or []))
-        pairs = [(then[a], m) for a, m in zip(self.anchors, self.anchor_ms if self.anchor_ms is not None else [])
-                 if a in then]
-        return state_factor([p[0] for p in pairs], [p[1] for p in pairs]) if pairs else None
+        return anchor_factor(profile, self.anchors, self.anchor_ms if self.anchor_ms is not None else [])
+
+    @property
+    def stored_factor(self) -> float:
+        """The state factor stored in the profile and applied to ``corrected`` (1.0: none)."""
+        return float(self.stored_state.get("factor", 1.0))
 
     @property
     def adjusted(self) -> Optional[np.ndarray]:
-        """The calibrated prediction scaled by the state factor (None without either)."""
+        """The calibration without the stored factor, scaled by the state factor measured now (None without
+        either)."""
         if self.corrected is None or self.state_factor is None:
             return None
-        return self.corrected * self.state_factor
+        return self.corrected * (self.state_factor / self.stored_factor)
 
     def metrics(self) -> dict[str, dict[str, float]]:
         out = {"raw": fidelity(self.measured, self.raw)}
@@ -94,15 +98,9 @@ class ValidationReport:
         return out
 
 
-def state_factor(then_ms: Any, now_ms: Any, minimum: int = MIN_ANCHORS) -> Optional[float]:
-    """Median of now / then over the anchors measured both times; None when fewer than ``minimum``."""
-    then, now = np.asarray(then_ms, dtype=float), np.asarray(now_ms, dtype=float)
-    ok = np.isfinite(then) & np.isfinite(now) & (then > 0) & (now > 0)
-    return float(np.median(now[ok] / then[ok])) if ok.sum() >= max(minimum, 1) else None
-
-
 def job_of(profile: Any, rounds: Optional[int] = None) -> Any:
-    """The measurement settings the profile was made with (so validation uses the same method)."""
+    """The measurement settings the profile was made with (so validation uses the same method); ``rounds``: that
+    many rounds per whole subnet instead of the profile's."""
     from profiler.agent.ofakit_agent import JobSettings, TimingSettings
     from profiler.pipeline import default_job
 
@@ -113,7 +111,7 @@ def job_of(profile: Any, rounds: Optional[int] = None) -> Any:
     else:
         job = default_job()
     if rounds is not None:
-        job.rounds = rounds
+        job.rounds, job.subnet_rounds = rounds, 0
     return job
 
 
@@ -140,7 +138,7 @@ def validate_profile(profile: Any, n: int, seed: int, rounds: Optional[int] = No
     """Measure ``n`` held-out subnets on the profile's device and predict them with the profile; with
     ``anchors``, also re-measure that many of its calibration subnets in the same job for the state factor.
     ``runner``: this machine's by default; a board's SSHRunner for a board's profile."""
-    from predictors.lut import CalibratedLUTPredictor, LUTPredictor, calibration_archs
+    from predictors.lut import CalibratedLUTPredictor, LUTPredictor, anchor_archs, stored_state
     from profiler.builder import cache_root
     from profiler.pipeline import measure_subnets
 
@@ -153,7 +151,7 @@ def validate_profile(profile: Any, n: int, seed: int, rounds: Optional[int] = No
     if anchors < 0:
         raise UserError(f"--anchors: must be >= 0, got {anchors}")
     archs = sample_test_archs(profile, n, seed)
-    refs = calibration_archs(profile)[:anchors]
+    refs = anchor_archs(profile, anchors)
     # one journal per (profile version, seed): a re-measured profile of the same name never resumes old results
     stamp = "".join(c for c in str(meta.created or "") if c.isalnum())[:15]
     name = f"validate-seed{seed}-{stamp}.jsonl" if stamp else f"validate-seed{seed}.jsonl"
@@ -168,7 +166,8 @@ def validate_profile(profile: Any, n: int, seed: int, rounds: Optional[int] = No
     raw = LUTPredictor(profile).predict(archs)
     corrected = CalibratedLUTPredictor(profile).predict(archs) if meta.calibration else None
     rep = ValidationReport(profile.name, archs, every[:len(archs)], raw, corrected, summaries, secs,
-                           anchors=refs, anchor_ms=every[len(archs):])
+                           anchors=refs, anchor_ms=every[len(archs):],
+                           stored_state=stored_state(profile) if meta.calibration else {})
     rep.state_factor = rep.factor_for(profile)
     return rep
 
@@ -185,12 +184,16 @@ def format_table(rows: dict[str, dict[str, float]]) -> str:
 
 
 def state_line(rep: ValidationReport) -> str:
-    """One line on the device-state factor."""
+    """Lines on the device-state factors: the one stored in the profile and the one measured now."""
+    st = rep.stored_state
+    stored = (f"stored state factor {rep.stored_factor:.3f} ({st.get('n', '?')} anchors, {st.get('date', '?')}) "
+              f"applied to the corrected row" if st
+              else "no stored state factor (corrected row: calibration as fitted)")
     if rep.state_factor is None:
-        return (f"state factor: not measured ({rep.n_anchors} anchor subnet(s); the profile needs a stored "
-                f"calibration with its subnets)")
-    return (f"state factor {rep.state_factor:.3f}: {rep.n_anchors} calibration subnets re-measured now vs at "
-            f"profiling time (whole-network speed of the device now relative to then)")
+        return (f"{stored}\nstate factor: not measured ({rep.n_anchors} anchor subnet(s); the profile needs a "
+                f"stored calibration with its subnets)")
+    return (f"{stored}\nstate factor {rep.state_factor:.3f}: {rep.n_anchors} calibration subnets re-measured now vs "
+            f"at profiling time (whole-network speed of the device now relative to then; state-adjusted row)")
 
 
 def csv_text(rep: ValidationReport) -> str:
@@ -292,7 +295,8 @@ def validate_cmd(
     print(f"measured {len(rep.archs)} subnets in {rep.seconds['total_s']:.0f} s; wrote {csv_path} and {png_path}")
     if record:
         prof.meta.validation = {"date": datetime.now().astimezone().isoformat(timespec="seconds"), "n": n,
-                                "seed": seed, "state_factor": rep.state_factor, **metrics}
+                                "seed": seed, "state_factor": rep.state_factor,
+                                "stored_state_factor": rep.stored_factor, **metrics}
         prof.save()
         print(f"recorded in {prof.path}")
 
