@@ -35,30 +35,6 @@ KIND, VERSION = "latency-regressor", 1
 MS_COLUMNS = ("ms", "measured_ms", "latency_ms")
 
 
-@dataclass(frozen=True)
-class LatencyMetrics:
-    """Quality of a latency predictor on measured subnets."""
-
-    spearman: float
-    mape: float
-    within10: float
-    n: int
-
-    def __str__(self) -> str:
-        return (f"n={self.n}  Spearman={self.spearman:.4f}  MAPE={100 * self.mape:.2f}%  "
-                f"within 10%={100 * self.within10:.1f}%")
-
-
-def latency_metrics(measured: np.ndarray, predicted: np.ndarray) -> LatencyMetrics:
-    """Spearman rank correlation, mean absolute percentage error and the share within +-10% of measured."""
-    from scipy import stats
-
-    y, p = np.asarray(measured, float), np.asarray(predicted, float)
-    rel = np.abs(p / y - 1.0)
-    rho = float(stats.spearmanr(y, p).statistic) if y.size > 1 else float("nan")
-    return LatencyMetrics(rho, float(rel.mean()), float(np.mean(rel <= 0.1)), int(y.size))
-
-
 def load_measured(path: str | os.PathLike, width: float | None = None) -> tuple[ArchBatch, np.ndarray]:
     """Measured subnets: a CSV with an ``arch`` column (OFA's dict as JSON, as ``ofakit validate`` writes it) or
     ``ks, e, d, r`` columns (JSON lists / int), and a latency column (``ms``, ``measured_ms`` or ``latency_ms``);

@@ -16,7 +16,7 @@ from predictors.fewshot import (FewShotPredictor, TableReference, _huber_fit, _l
                                 fit_few_shot)
 from predictors.lut import LUTPredictor
 from predictors.persist import META_FILE
-from predictors.regressors import latency_metrics
+from predictors.metrics import latency_metrics
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 HELP = SHARED / "data" / "help_ofa_gpu_latency" / "ofa_subnets_gpu_latency.jsonl"

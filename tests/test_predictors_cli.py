@@ -131,7 +131,8 @@ def test_fit_latency_cli_and_predict_with_it(env, tmp_path, capsys):
 def test_fit_few_shot_cli(tmp_path, capsys):
     """10 subnets of a GPU config (HELP) + this CPU's shipped LUT as the reference, saved and used by predict."""
     from predictors.base import make_latency_predictor
-    from predictors.regressors import latency_metrics, load_measured
+    from predictors.metrics import latency_metrics
+    from predictors.regressors import load_measured
 
     rows = [json.loads(line) for line in HELP.read_text().splitlines()[:400]]
     data = tmp_path / "ten.jsonl"

@@ -16,7 +16,8 @@ from ofa_core.space import ArchBatch, sample_batch, space_for_width
 from predictors.base import make_latency_predictor
 from predictors.features import ARCH_FEATURES, PROFILE_FEATURES, arch_features, latency_features
 from predictors.persist import META_FILE
-from predictors.regressors import LatencyRegressor, latency_metrics, load_measured
+from predictors.metrics import latency_metrics
+from predictors.regressors import LatencyRegressor, load_measured
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 HELP = SHARED / "data" / "help_ofa_gpu_latency" / "ofa_subnets_gpu_latency.jsonl"
@@ -170,6 +171,6 @@ def test_load_measured_csv_and_jsonl(help_data, tmp_path):
 
 def test_metrics_definition():
     m = latency_metrics(np.array([1.0, 2.0, 4.0, 8.0]), np.array([1.05, 2.5, 4.0, 7.0]))
-    assert m.within10 == pytest.approx(0.5)
+    assert m.within10 == pytest.approx(0.5) and m.within5 == pytest.approx(0.25) and m.n == 4  # 1.05 / 1 is just over 5%
     assert m.mape == pytest.approx((0.05 + 0.25 + 0 + 0.125) / 4)
     assert m.spearman == pytest.approx(stats.spearmanr([1, 2, 4, 8], [1.05, 2.5, 4, 7]).statistic)

@@ -106,7 +106,8 @@ def register(app: typer.Typer) -> None:
         """Train a latency regressor on measured subnets; prints held-out Spearman, MAPE and share within 10%."""
         import numpy as np
 
-        from predictors.regressors import LatencyRegressor, latency_metrics, load_measured
+        from predictors.metrics import latency_metrics
+        from predictors.regressors import LatencyRegressor, load_measured
 
         archs, ms = load_measured(data, width)
         if not 0 <= holdout < 1:

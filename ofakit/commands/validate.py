@@ -31,24 +31,14 @@ from ofa_core.errors import UserError
 
 from . import devices as remote_cli
 
-METRICS = ("within5", "within10", "rmse_pct", "mean_err_pct", "spearman")
 ANCHORS = 10  # calibration subnets re-measured beside the test subnets
 
 
 def fidelity(measured: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
-    """Shares within ±5/±10% (percent), RMSE of the relative error (%), mean signed error (%), Spearman."""
-    from scipy.stats import spearmanr
+    """Shares within ±5/±10% (percent), RMSE of the relative error (%), mean signed error (%), Spearman, n."""
+    from predictors.metrics import latency_metrics
 
-    m, p = np.asarray(measured, dtype=float), np.asarray(predicted, dtype=float)
-    ok = np.isfinite(m) & np.isfinite(p) & (m > 0)
-    err = p[ok] / m[ok] - 1
-    if err.size == 0:
-        return {k: float("nan") for k in METRICS} | {"n": 0}
-    ranked = err.size > 2 and np.ptp(m[ok]) > 0 and np.ptp(p[ok]) > 0
-    rho = float(spearmanr(m[ok], p[ok]).statistic) if ranked else float("nan")
-    return {"within5": float(np.mean(np.abs(err) <= 0.05) * 100), "within10": float(np.mean(np.abs(err) <= 0.10) * 100),
-            "rmse_pct": float(np.sqrt(np.mean(err ** 2)) * 100), "mean_err_pct": float(np.mean(err) * 100),
-            "spearman": rho, "n": int(err.size)}
+    return latency_metrics(measured, predicted).percent()
 
 
 @dataclass
