@@ -1,12 +1,14 @@
-"""Accuracy-predictor throughput: ofakit's vectorized path vs OFA's per-arch Python encoding loop, same run.
+"""Accuracy-predictor throughput, end to end (ArchBatch in, accuracies out), every row in one run.
 
-Prints predictions/s for OFA's pretrained 128-400-400-400-1 predictor evaluated (a) the way OFA's tutorial code
-does it (a Python loop building one one-hot tensor per arch, then one forward pass per population), (b) through
-``load_accuracy_predictor("ofa:...")`` on a whole population at once and per 100-subnet population, and (c) our
-MLP at smaller hidden sizes (same code path; speed does not depend on the weights). Also the encoding alone and
-the arithmetic bound (multiply-adds per prediction). Appends a dated section to BENCHMARKS.md.
+Rows: OFA's pretrained 128-400-400-400-1 predictor evaluated (a) the way OFA's tutorial code does it (a Python
+loop building one one-hot tensor per arch, then one forward pass per population: the baseline), (b) as ofakit
+predicted before the first-layer tables ("dense": encode, then one float32 matmul per layer; kept here as
+:func:`dense_predict`) and (c) through ``predict`` now (first layer as table look-ups); then our default
+128-128 MLP over each encoding, dense vs ``predict`` (speed does not depend on the weights). Each both for one
+call on the whole batch and per population of 100 (what evolutionary search calls). Also the encoders alone
+and the arithmetic bound of OFA's net. Appends a dated section to BENCHMARKS.md.
 
-    .venv/bin/python bench/accuracy_speed.py [--n 20000] [--repeats 3] [--no-append]
+    .venv/bin/python bench/accuracy_speed.py [--n 20000] [--repeats 5] [--no-append]
 """
 from __future__ import annotations
 
@@ -21,11 +23,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _report import ROOT, append_section, machine  # noqa: E402
-from ofa_core.space import encode_ofa, sample_batch  # noqa: E402
-from predictors.accuracy import AccuracyMLP, build_mlp, load_accuracy_predictor  # noqa: E402
+from ofa_core.space import ArchBatch, encode_general, encode_ofa, sample_batch  # noqa: E402
+from predictors.accuracy import ENCODING_DIMS, ENCODINGS, AccuracyMLP, build_mlp, load_accuracy_predictor  # noqa: E402
 
 OFA_PTH = ROOT.parent / "shared" / "data" / "ofa_acc_predictor" / "acc_predictor.pth"
 POP = 100  # OFA's evolutionary search scores one population of 100 per call
+DENSE_CHUNK = 32768  # rows per pass of the dense path, as it was in predictors/accuracy.py
 
 
 class OFAStyleLoop:
@@ -56,6 +59,20 @@ class OFAStyleLoop:
             return self.model(feats).double().view(-1).numpy()
 
 
+def dense_predict(model: AccuracyMLP, b: ArchBatch) -> np.ndarray:
+    """ofakit's previous ``predict``: encode the batch, then one float32 matmul (+ bias, ReLU) per layer."""
+    out = np.empty(len(b))
+    for start in range(0, len(b), DENSE_CHUNK):
+        h = ENCODINGS[model.encoding](b[start:start + DENSE_CHUNK] if len(b) > DENSE_CHUNK else b)
+        for i, (w, bias) in enumerate(model.layers_):
+            h = h @ w
+            h += bias
+            if i < len(model.layers_) - 1:
+                np.maximum(h, 0.0, out=h)
+        out[start:start + len(h)] = h[:, 0]
+    return out * model.y_std_ + model.y_mean_
+
+
 def rate(fn, n: int, repeats: int) -> float:
     """Predictions per second: best of ``repeats`` (the machine is shared; the minimum time is the signal)."""
     best = float("inf")
@@ -66,10 +83,19 @@ def rate(fn, n: int, repeats: int) -> float:
     return n / best
 
 
+def default_mlp(encoding: str) -> AccuracyMLP:
+    """Our default 128-128 MLP with random weights (speed does not depend on them)."""
+    mlp = AccuracyMLP(encoding=encoding)
+    torch.manual_seed(0)
+    mlp._set_weights(build_mlp(ENCODING_DIMS[encoding], mlp.hidden).state_dict())
+    mlp.y_mean_, mlp.y_std_ = 0.75, 0.04
+    return mlp
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=20000)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--no-append", action="store_true")
     args = ap.parse_args()
 
@@ -78,32 +104,34 @@ def main() -> None:
     pops = [batch[i:i + POP] for i in range(0, args.n, POP)]
     pop_dicts = [dicts[i:i + POP] for i in range(0, args.n, POP)]
     ofa_loop = OFAStyleLoop(OFA_PTH)
-    ours = load_accuracy_predictor(f"ofa:{OFA_PTH}")
+    models = [("OFA's predictor (ofa:)", load_accuracy_predictor(f"ofa:{OFA_PTH}"))]
+    models += [(f"MLP 128-128, {enc} encoding", default_mlp(enc)) for enc in ("general", "ofa")]
 
-    diff = float(np.max(np.abs(ofa_loop.predict(dicts[:2000]) - ours.predict(batch[:2000]))))
-    rows = [
-        ("OFA-style loop, per population of 100", rate(lambda: [ofa_loop.predict(p) for p in pop_dicts], args.n,
-                                                       args.repeats)),
-        ("OFA-style loop, one call", rate(lambda: ofa_loop.predict(dicts), args.n, args.repeats)),
-        ("ofakit ofa:, per population of 100", rate(lambda: [ours.predict(p) for p in pops], args.n, args.repeats)),
-        ("ofakit ofa:, one call", rate(lambda: ours.predict(batch), args.n, args.repeats)),
-        ("ofakit encode_ofa only", rate(lambda: encode_ofa(batch), args.n, args.repeats)),
-    ]
-    base = rows[0][1]
-    for hidden in ((256, 256), (128, 128), (64, 64)):
-        mlp = AccuracyMLP(hidden=hidden, encoding="ofa")
-        torch.manual_seed(0)
-        mlp._set_weights(build_mlp(128, hidden).state_dict())
-        mlp.y_mean_, mlp.y_std_ = 0.0, 1.0
-        macs = 128 * hidden[0] + sum(a * b for a, b in zip(hidden, hidden[1:])) + hidden[-1]
-        rows.append((f"ofakit MLP {'-'.join(map(str, hidden))} ({macs / 1e3:.0f}K MACs), one call",
-                     rate(lambda: mlp.predict(batch), args.n, args.repeats)))
+    ofa = models[0][1]
+    diffs = {"predict vs OFA-style loop, OFA's predictor": ofa.predict(batch[:2000]) - ofa_loop.predict(dicts[:2000])}
+    for name, model in models:
+        diffs[f"predict vs dense, {name}"] = model.predict(batch) - dense_predict(model, batch)
 
-    lines = [f"| method | predictions/s | vs OFA-style |", "|---|---:|---:|"]
-    lines += [f"| {name} | {r:,.0f} | {r / base:.1f}x |" for name, r in rows]
+    def both(f, population_f=None) -> tuple[float, float]:
+        """(per population of POP, one call) predictions/s of ``f``."""
+        population_f = population_f or (lambda: [f(p) for p in pops])
+        return rate(population_f, args.n, args.repeats), rate(lambda: f(batch), args.n, args.repeats)
+
+    rows = [("OFA-style loop, OFA's predictor",
+             *both(lambda _: ofa_loop.predict(dicts), lambda: [ofa_loop.predict(p) for p in pop_dicts]))]
+    ratios = []
+    for name, model in models:
+        dense, new = both(lambda b: dense_predict(model, b)), both(model.predict)
+        rows += [(f"ofakit dense (before), {name}", *dense), (f"ofakit predict (now), {name}", *new)]
+        ratios.append(f"predict / dense, {name}: {new[0] / dense[0]:.2f}x per population of {POP}, "
+                      f"{new[1] / dense[1]:.2f}x one call")
+    rows += [("encode_general only", *both(encode_general)), ("encode_ofa only", *both(encode_ofa))]
+    lines = [f"| method | per population of {POP} /s | vs OFA-style | one call of {args.n:,} /s | vs OFA-style |",
+             "|---|---:|---:|---:|---:|"]
+    lines += [f"| {name} | {p:,.0f} | {p / rows[0][1]:.1f}x | {o:,.0f} | {o / rows[0][2]:.1f}x |"
+              for name, p, o in rows]
     ofa_macs = 128 * 400 + 2 * 400 * 400 + 400
-    notes = [
-        f"max |ofakit - OFA-style| over 2,000 subnets: {diff:.2e} (top-1 fraction)",
+    notes = ratios + [f"max |{name}|: {np.max(np.abs(d)):.2e} (top-1 fraction)" for name, d in diffs.items()] + [
         f"OFA's net costs {ofa_macs / 1e3:.0f}K multiply-adds per prediction; at the {gemm_gflops():.0f} GFLOP/s a "
         f"float32 GEMM reaches here now, that bounds it at {gemm_gflops() * 1e9 / (2 * ofa_macs):,.0f}/s",
     ]
@@ -123,7 +151,8 @@ def gemm_gflops() -> float:
 def append(lines: list[str], notes: list[str], args: argparse.Namespace) -> None:
     append_section("Accuracy predictor speed (predictors)", (
         f"`bench/accuracy_speed.py --n {args.n} --repeats {args.repeats}`; {machine()}; torch {torch.__version__}, "
-        f"{torch.get_num_threads()} torch threads. Best of {args.repeats} per row, all rows in one run.\n\n"
+        f"{torch.get_num_threads()} torch threads. Best of {args.repeats} per cell, all rows in one run; per "
+        f"population: {args.n // POP} calls of {POP}.\n\n"
         + "\n".join(lines) + "\n\n" + "\n".join(f"- {n}" for n in notes)))
 
 

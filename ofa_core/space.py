@@ -7,6 +7,7 @@ h-swish; a fixed first block (depthwise 3x3, expand 1); a head 1x1 conv -> globa
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 from dataclasses import dataclass, field
@@ -349,43 +350,71 @@ def crossover_arch(rng: np.random.Generator, a: ArchConfig, b: ArchConfig) -> Ar
 
 # --- encodings ---------------------------------------------------------------------------------
 
-def _one_hot(values: np.ndarray, choices: Sequence[int]) -> np.ndarray:
-    """(N, B) ints -> (N, B, len(choices)) one-hot floats."""
-    lut = np.full(max(choices) + 1, -1, dtype=np.int64)
+_OFA_R_MIN, _OFA_R_STEP, _OFA_R_SLOTS = 112, 16, 8  # OFA's resolution one-hot: slot (r - 112) // 16 of 8
+#: The resolutions each encoding covers: OFA's one-hot spans 112..239; ours any resolution an ArchConfig accepts.
+ENCODING_RESOLUTIONS = {"ofa": range(_OFA_R_MIN, _OFA_R_MIN + _OFA_R_STEP * _OFA_R_SLOTS), "general": range(32, 1025)}
+
+
+@functools.lru_cache(maxsize=None)
+def _choice_lut(choices: tuple[int, ...]) -> np.ndarray:
+    """value -> position in ``choices``; -1 at 0 and past the largest choice, where out-of-range values clip to."""
+    lut = np.full(max(choices) + 2, -1, dtype=np.int64)
     lut[list(choices)] = np.arange(len(choices))
-    return (lut[values][..., None] == np.arange(len(choices))).astype(np.float32)
+    lut.setflags(write=False)
+    return lut
 
 
-def _fill_block_one_hots(b: ArchBatch, out: np.ndarray) -> int:
-    """Scatter the ks one-hots then the e one-hots (20 blocks x choices each, skipped blocks all zero) into the
-    zero-initialised C-contiguous ``out``; returns the number of columns written. Values outside the choices
-    raise (also in skipped blocks)."""
+def _choice_index(name: str, values: np.ndarray, choices: tuple[int, ...]) -> np.ndarray:
+    """Position of every value in ``choices`` (same shape, int64); ArchError naming the first value outside."""
+    idx = np.take(_choice_lut(choices), values, mode="clip")
+    if idx.size and idx.min() < 0:
+        bad = np.asarray(values).reshape(-1)[int(np.argmax(idx.reshape(-1) < 0))]
+        raise ArchError(f"{name}: {bad} is not one of {list(choices)}")
+    return idx
+
+
+def choice_indices(b: ArchBatch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Positions of each block's kernel and expand in ``KS_CHOICES``/``E_CHOICES`` (N, 20) and of each stage's
+    depth in ``D_CHOICES`` (N, 5). Values outside the choices raise ArchError, also in blocks the depth skips.
+    The encoders place their one-hots with these; the accuracy predictor indexes its first-layer tables."""
+    return (_choice_index("ks", b.ks, KS_CHOICES), _choice_index("e", b.e, E_CHOICES),
+            _choice_index("d", b.d, D_CHOICES))
+
+
+def check_encoded_resolutions(r: np.ndarray, encoding: str) -> None:
+    """ArchError unless every resolution lies in ``ENCODING_RESOLUTIONS[encoding]``."""
+    span = ENCODING_RESOLUTIONS[encoding]
+    if r.size and (r.min() < span.start or r.max() >= span.stop):
+        who = "OFA's encoding" if encoding == "ofa" else "the general encoding"
+        raise ArchError(f"r: {who} covers resolutions {span.start}..{span.stop - 1} only")
+
+
+def _scatter_one_hots(out: np.ndarray, col: int, idx: np.ndarray, n_choices: int,
+                      on: np.ndarray | None = None) -> int:
+    """One-hot ``idx`` (N, B) into the zeroed C-contiguous ``out`` (N, D) from column ``col``: sets
+    ``out[n, col + j*n_choices + idx[n, j]]`` to 1, or to ``on[n, j]`` (False leaves the group all zero);
+    returns the next free column."""
+    flat = (np.arange(idx.shape[0]) * out.shape[1])[:, None] + (col + np.arange(idx.shape[1]) * n_choices) + idx
+    out.reshape(-1)[flat] = 1.0 if on is None else on
+    return col + idx.shape[1] * n_choices
+
+
+def _block_one_hots(b: ArchBatch, out: np.ndarray) -> tuple[int, np.ndarray]:
+    """The ks one-hots then the e one-hots (20 blocks x 3 each, skipped blocks all zero) into the zeroed ``out``;
+    returns the next free column and the depth positions."""
+    ks, e, d = choice_indices(b)
     active = b.active_mask()
-    flat = out.reshape(-1)
-    base = (np.arange(len(b)) * out.shape[1])[:, None]
-    col = 0
-    for name, values, choices in (("ks", b.ks, KS_CHOICES), ("e", b.e, E_CHOICES)):
-        lut = np.full(max(choices) + 1, -1, dtype=np.int64)
-        lut[list(choices)] = np.arange(len(choices))
-        in_range = values.size == 0 or (values.min() >= 0 and values.max() < lut.size)
-        idx = lut[values] if in_range else np.full(values.shape, -1)
-        if not in_range or (idx < 0).any():
-            bad = values[(idx < 0)][0] if in_range else values[(values < 0) | (values >= lut.size)][0]
-            raise ArchError(f"{name}: {bad} is not one of {list(choices)}")
-        flat[(base + col + np.arange(N_BLOCKS) * len(choices) + idx)[active]] = 1.0
-        col += N_BLOCKS * len(choices)
-    return col
+    col = _scatter_one_hots(out, 0, ks, len(KS_CHOICES), active)
+    return _scatter_one_hots(out, col, e, len(E_CHOICES), active), d
 
 
 def encode_ofa(archs: "ArchBatch | Sequence[ArchConfig]") -> np.ndarray:
     """OFA's 128-dim encoding: ks one-hot (20x3), e one-hot (20x3), skipped blocks zero, r one-hot at (r-112)//16."""
     b = as_batch(archs)
-    idx = (b.r - 112) // 16
-    if np.any((idx < 0) | (idx > 7)):
-        raise ArchError("r: OFA's encoding covers resolutions 112..239 only")
+    check_encoded_resolutions(b.r, "ofa")
     out = np.zeros((len(b), 128), dtype=np.float32)
-    col = _fill_block_one_hots(b, out)
-    out[np.arange(len(b)), col + idx] = 1.0
+    col, _ = _block_one_hots(b, out)
+    _scatter_one_hots(out, col, ((b.r - _OFA_R_MIN) // _OFA_R_STEP)[:, None], _OFA_R_SLOTS)
     return out
 
 
@@ -393,11 +422,10 @@ def encode_general(archs: "ArchBatch | Sequence[ArchConfig]") -> np.ndarray:
     """Our own encoding (137 floats): ks and e one-hot per block (skipped blocks zero), depth one-hot per stage,
     and the resolution scaled to [0, 1] over 128..224 plus its square (effects grow with pixel count)."""
     b = as_batch(archs)
-    n = len(b)
-    out = np.zeros((n, 137), dtype=np.float32)
-    col = _fill_block_one_hots(b, out)
-    d = _one_hot(b.d, D_CHOICES).reshape(n, -1)
-    out[:, col:col + d.shape[1]] = d
+    check_encoded_resolutions(b.r, "general")
+    out = np.zeros((len(b), 137), dtype=np.float32)
+    col, d = _block_one_hots(b, out)
+    _scatter_one_hots(out, col, d, len(D_CHOICES))
     r = (b.r.astype(np.float32) - 128.0) / 96.0
     out[:, -2] = r
     out[:, -1] = r * r

@@ -3,9 +3,10 @@
 ``load_accuracy_predictor("ofa:PATH")`` loads OFA's state dict (``Linear(128,400) ReLU ... Linear(400,1)`` over
 :func:`~ofa_core.space.encode_ofa`, output top-1 as a fraction); ``load_accuracy_predictor("mlp:PATH")`` loads a
 predictor saved by :meth:`AccuracyMLP.save`. Both are :class:`AccuracyMLP` objects whose ``predict(archs)``
-returns top-1 fractions for a whole population at once: numpy encoding, then one float32 matmul per layer over
-large chunks. :class:`AccuracyMLP` follows scikit-learn's estimator contract (``fit`` returns self, fitted
-attributes end in ``_``).
+returns top-1 fractions for a whole population at once, in float32: the first layer as a sum of 11 rows of tables
+derived from its weights (no encoding materialised; equal to encode-then-matmul), then one matmul per layer.
+:class:`AccuracyMLP` follows scikit-learn's estimator contract (``fit`` returns self, fitted attributes end in
+``_``).
 """
 from __future__ import annotations
 
@@ -23,7 +24,8 @@ from sklearn.base import BaseEstimator, RegressorMixin
 
 from ofa_core.errors import ArchError, UserError
 from ofa_core.records import read_accuracy_records
-from ofa_core.space import ArchBatch, as_batch, encode_general, encode_ofa
+from ofa_core.space import (D_CHOICES, E_CHOICES, ENCODING_RESOLUTIONS, KS_CHOICES, MAX_DEPTH, N_BLOCKS, N_STAGES,
+                            ArchBatch, as_batch, check_encoded_resolutions, choice_indices, encode_general, encode_ofa)
 
 from .base import Archs
 from .persist import PredictorFileError, load_bundle, save_bundle
@@ -31,7 +33,7 @@ from .persist import PredictorFileError, load_bundle, save_bundle
 ENCODINGS: dict[str, Callable[[ArchBatch], np.ndarray]] = {"ofa": encode_ofa, "general": encode_general}
 ENCODING_DIMS = {"ofa": 128, "general": 137}
 KIND, VERSION, WEIGHTS = "accuracy-mlp", 1, "weights.pt"
-CHUNK = 32768
+CHUNK = 4096  # subnets per pass: a few MB of activations per layer, within the L3
 
 
 def _torch():
@@ -159,26 +161,33 @@ class AccuracyMLP(RegressorMixin, BaseEstimator):
 
     # --- inference -------------------------------------------------------------------------
     def _set_weights(self, state: dict[str, Any]) -> None:
-        """Keep the layers as float32 numpy arrays (the fast inference path) and the state dict for saving."""
+        """Keep the layers as read-only float32 numpy arrays (inference) and the state dict for saving. The
+        first-layer tables derived from them are rebuilt on the next predict (keyed on this list)."""
         keys = sorted({k.split(".")[0] for k in state}, key=int)
-        self.layers_ = [(state[f"{k}.weight"].detach().cpu().numpy().astype(np.float32).T.copy(),
-                         state[f"{k}.bias"].detach().cpu().numpy().astype(np.float32).copy()) for k in keys]
+        layers = []
+        for k in keys:
+            w = state[f"{k}.weight"].detach().cpu().numpy().astype(np.float32).T.copy()
+            b = state[f"{k}.bias"].detach().cpu().numpy().astype(np.float32).copy()
+            w.setflags(write=False)
+            b.setflags(write=False)
+            layers.append((w, b))
+        self.layers_ = layers
+
+    def _net(self) -> "_TableNet":
+        """The inference net for the current weights and encoding, built once per ``layers_`` list."""
+        net = getattr(self, "_table_net", None)
+        if net is None or net.layers is not self.layers_ or net.encoding != self.encoding:
+            net = self._table_net = _TableNet(self.layers_, self.encoding)
+        return net
 
     def predict(self, archs: Archs) -> np.ndarray:
         """Predicted top-1 (fraction) for every subnet, shape (N,)."""
         if not hasattr(self, "layers_"):
             raise UserError("accuracy predictor: not fitted")
-        b = as_batch(archs)
-        out = np.empty(len(b), dtype=np.float64)
-        for start in range(0, len(b), CHUNK):
-            h = ENCODINGS[self.encoding](b[start:start + CHUNK] if len(b) > CHUNK else b)
-            for i, (w, bias) in enumerate(self.layers_):
-                h = h @ w
-                h += bias
-                if i < len(self.layers_) - 1:
-                    np.maximum(h, 0.0, out=h)
-            out[start:start + len(h)] = h[:, 0]
-        return out * self.y_std_ + self.y_mean_
+        out = self._net().forward(as_batch(archs))
+        out *= self.y_std_
+        out += self.y_mean_
+        return out
 
     # --- persistence -----------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -245,6 +254,102 @@ class AccuracyMLP(RegressorMixin, BaseEstimator):
         self._set_weights(state)
         if not all(np.all(np.isfinite(w)) and np.all(np.isfinite(b)) for w, b in self.layers_):
             raise PredictorFileError(f"{where}: weights contain NaN or inf")
+
+
+# --- inference: the first layer as table look-ups -------------------------------------------------
+# ``encode(x) @ W1`` is a sum over factors of x whose one-hot columns are disjoint: per stage, its first
+# min(D_CHOICES) blocks (every depth runs them) and (its depth, its other blocks); and the resolution. Each
+# factor's share is tabulated once per set of weights by running the encoder itself on subnets that differ from
+# one base subnet in that factor only, so the column layout lives in ofa_core.space alone. A prediction is then
+# one embedding-bag sum of 2 * N_STAGES + 1 table rows instead of encoding and a dense first layer.
+
+_PER_BLOCK = len(KS_CHOICES) * len(E_CHOICES)  # (ks, e) combinations of one block
+_FIXED = min(D_CHOICES)  # leading blocks of a stage that every depth runs
+_RADIX_A = (_PER_BLOCK,) * _FIXED  # mixed-radix digits of a stage's first factor code: those blocks' (ks, e)
+_RADIX_B = (len(D_CHOICES),) + (_PER_BLOCK,) * (MAX_DEPTH - _FIXED)  # second: depth, then the other blocks
+_ROWS_A, _ROWS_B = math.prod(_RADIX_A), math.prod(_RADIX_B)
+_DEPTH_WEIGHT = _ROWS_B // len(D_CHOICES)
+# weight of each block position's (ks, e) code in its stage's two factor codes, and each code's first table row
+_BLOCK_WEIGHTS = np.zeros((MAX_DEPTH, 2), np.int64)
+_BLOCK_WEIGHTS[:_FIXED, 0] = _PER_BLOCK ** np.arange(_FIXED)[::-1]
+_BLOCK_WEIGHTS[_FIXED:, 1] = _PER_BLOCK ** np.arange(MAX_DEPTH - _FIXED)[::-1]
+_FIRST_ROWS = np.stack([np.arange(N_STAGES) * _ROWS_A, N_STAGES * _ROWS_A + np.arange(N_STAGES) * _ROWS_B], 1)
+
+
+def _factor_codes(ks: np.ndarray, e: np.ndarray, d: np.ndarray, out: np.ndarray) -> None:
+    """Choice positions (N, 20), (N, 20), (N, 5) -> the table rows of each stage's two factors (mixed radix as
+    ``_RADIX_A`` and ``_RADIX_B``) into ``out`` (N, N_STAGES, 2)."""
+    c = ks * len(E_CHOICES)
+    c += e
+    np.matmul(c.reshape(-1, N_STAGES, MAX_DEPTH), _BLOCK_WEIGHTS, out=out)
+    out[:, :, 1] += d * _DEPTH_WEIGHT
+    out += _FIRST_ROWS
+
+
+def _factor_variants(span: range) -> ArchBatch:
+    """A base subnet (row 0: first choices everywhere, lowest resolution), then one subnet per value of each
+    factor in table-row order, every other factor kept at the base."""
+    n = 1 + N_STAGES * (_ROWS_A + _ROWS_B) + len(span)
+    ks, e = np.zeros((n, N_BLOCKS), np.int64), np.zeros((n, N_BLOCKS), np.int64)
+    d, r = np.zeros((n, N_STAGES), np.int64), np.full(n, span.start, np.int64)
+    row = 1
+    for radix, first in ((_RADIX_A, 0), (_RADIX_B, _FIXED)):
+        digits = np.unravel_index(np.arange(math.prod(radix)), radix)
+        for s in range(N_STAGES):
+            rows = slice(row, row + len(digits[0]))
+            if first:  # the depth leads the second factor's code
+                d[rows, s] = digits[0]
+            for j, cj in enumerate(digits[1:] if first else digits):
+                blk = s * MAX_DEPTH + first + j
+                ks[rows, blk], e[rows, blk] = np.divmod(cj, len(E_CHOICES))
+            row += len(digits[0])
+    r[row:] = span
+    return ArchBatch(np.asarray(KS_CHOICES)[ks], np.asarray(E_CHOICES)[e], np.asarray(D_CHOICES)[d], r)
+
+
+class _TableNet:
+    """An MLP over an encoding with its first layer as table look-ups; ``forward`` takes an ArchBatch."""
+
+    def __init__(self, layers: list[tuple[np.ndarray, np.ndarray]], encoding: str):
+        torch = _torch()
+        self.layers, self.encoding = layers, encoding
+        span = ENCODING_RESOLUTIONS[encoding]
+        x = ENCODINGS[encoding](_factor_variants(span)).astype(np.float64)
+        # one table row per distinct encoded factor value (a depth hides its skipped blocks' choices; OFA's r
+        # one-hot spans 16 resolutions), the resolution rows kept apart: they also carry the base and the bias
+        is_r = np.arange(len(x) - 1) >= len(x) - 1 - len(span)
+        keys, self.row_of_code = np.unique(np.c_[is_r, x[1:] - x[0]], axis=0, return_inverse=True)
+        w1, b1 = (a.astype(np.float64) for a in layers[0])
+        table = keys[:, 1:] @ w1
+        table[keys[:, 0] == 1] += x[0] @ w1 + b1
+        self.table = torch.from_numpy(table.astype(np.float32))
+        self.r_offset = N_STAGES * (_ROWS_A + _ROWS_B) - span.start
+        self.rest = [(torch.from_numpy(w.copy()), torch.from_numpy(bias.copy())) for w, bias in layers[1:]]
+
+    def rows(self, b: ArchBatch) -> np.ndarray:
+        """(N, 2 * N_STAGES + 1) table rows per subnet; bad values raise ArchError (a UserError)."""
+        ks, e, d = choice_indices(b)
+        check_encoded_resolutions(b.r, self.encoding)
+        idx = np.empty((len(b), 2 * N_STAGES + 1), np.int64)
+        _factor_codes(ks, e, d, idx[:, :-1].reshape(-1, N_STAGES, 2))  # a view: each row's first 10 as 5 x 2
+        np.add(b.r, self.r_offset, out=idx[:, -1])
+        return np.take(self.row_of_code, idx)
+
+    def forward(self, b: ArchBatch) -> np.ndarray:
+        """The net's outputs (N,) as float64 (before de-standardising), ``CHUNK`` subnets per pass (one for a
+        search population). All in torch: numpy's BLAS threads next to torch's OpenMP threads fight over the
+        cores."""
+        torch = _torch()
+        idx = torch.from_numpy(self.rows(b))
+        out = np.empty(len(b))
+        with torch.inference_mode():
+            for start in range(0, len(b), CHUNK):
+                rows = idx[start:start + CHUNK]
+                h = torch.nn.functional.embedding_bag(rows, self.table, mode="sum")  # (B, bag) rows: one bag each
+                for w, bias in self.rest:
+                    h = torch.addmm(bias, h.relu_(), w)
+                out[start:start + len(h)] = h[:, 0].numpy()
+        return out
 
 
 class _Adam:

@@ -11,8 +11,9 @@ import torch
 from sklearn.base import clone
 
 from ofa_core.errors import UserError
-from ofa_core.space import ArchConfig, sample_batch
-from predictors.accuracy import AccuracyMLP, accuracy_metrics, load_accuracy_jsonl, load_accuracy_predictor
+from ofa_core.space import ArchBatch, ArchConfig, sample_batch
+from predictors.accuracy import (CHUNK, ENCODINGS, AccuracyMLP, accuracy_metrics, build_mlp, load_accuracy_jsonl,
+                                 load_accuracy_predictor)
 from predictors.persist import META_FILE
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
@@ -212,3 +213,84 @@ def test_predict_rejects_values_outside_the_space(ofa_predictor):
     b = sample_batch(np.random.default_rng(0), 4, resolutions=[96])
     with pytest.raises(UserError, match="112..239"):
         ofa_predictor.predict(b)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("ks", 4, r"ks: 4 is not one of \[3, 5, 7\]"), ("ks", -3, r"ks: -3 is not one of"),
+    ("e", 99, r"e: 99 is not one of \[3, 4, 6\]"), ("d", 5, r"d: 5 is not one of \[2, 3, 4\]"),
+    ("d", 1, r"d: 1 is not one of"), ("r", 2000, r"r: the general encoding covers resolutions 32..1024 only")])
+@pytest.mark.parametrize("n", [3, CHUNK + 3])
+def test_predict_bad_batch_is_one_user_error(field, value, message, n):
+    model = random_mlp("general")
+    b = sample_batch(np.random.default_rng(1), n)
+    getattr(b, field)[(n - 1, 0) if field != "r" else n - 1] = value
+    with pytest.raises(UserError, match=message) as exc:
+        model.predict(b)
+    assert "\n" not in str(exc.value)
+
+
+# --- the table path against the dense computation -----------------------------------------------------
+
+def random_mlp(encoding: str, hidden: tuple[int, ...] = (128, 128), seed: int = 0) -> AccuracyMLP:
+    model = AccuracyMLP(hidden=hidden, encoding=encoding)
+    torch.manual_seed(seed)
+    model._set_weights(build_mlp(ENCODINGS[encoding](sample_batch(np.random.default_rng(0), 1)).shape[1],
+                                 hidden).state_dict())
+    model.y_mean_, model.y_std_ = 0.75, 0.04
+    return model
+
+
+def dense_predict(model: AccuracyMLP, b: ArchBatch) -> np.ndarray:
+    """The plain computation in float64: encode, then every layer as a matmul from the saved state dict."""
+    sd = {k: v.double().numpy() for k, v in model.state_dict().items()}
+    h = ENCODINGS[model.encoding](b).astype(np.float64)
+    n = len(sd) // 2
+    for i in range(n):
+        h = h @ sd[f"{2 * i}.weight"].T + sd[f"{2 * i}.bias"]
+        if i < n - 1:
+            h = np.maximum(h, 0.0)
+    return h[:, 0] * model.y_std_ + model.y_mean_
+
+
+@pytest.mark.parametrize("encoding", ["general", "ofa"])
+@pytest.mark.parametrize("n", [1, 100, 2 * CHUNK + 7])
+def test_table_path_equals_dense(encoding, n):
+    model = random_mlp(encoding)
+    res = range(112, 240) if encoding == "ofa" else range(32, 1025)  # every resolution the encoding covers
+    b = sample_batch(np.random.default_rng(n), n, resolutions=res)
+    np.testing.assert_allclose(model.predict(b), dense_predict(model, b), rtol=0, atol=1e-5)
+
+
+def test_table_path_every_depth_and_choice():
+    """Each stage's (depth, last blocks) factor at every value, skipped blocks set to non-base choices."""
+    model = random_mlp("general", seed=3)
+    rng = np.random.default_rng(4)
+    b = sample_batch(rng, 3 ** 5 * 9)
+    b.d[:] = np.array(np.unravel_index(np.arange(3 ** 5), (3,) * 5)).T.repeat(9, axis=0) + 2
+    b.ks[:, 3::4] = 7
+    np.testing.assert_allclose(model.predict(b), dense_predict(model, b), rtol=0, atol=1e-5)
+
+
+def test_ofa_predictor_table_path_equals_dense(ofa_predictor):
+    b = sample_batch(np.random.default_rng(5), 3000, resolutions=range(112, 240))
+    np.testing.assert_allclose(ofa_predictor.predict(b), dense_predict(ofa_predictor, b), rtol=0, atol=1e-5)
+    np.testing.assert_allclose(ofa_predictor.predict(b[:100]), dense_predict(ofa_predictor, b[:100]), rtol=0,
+                               atol=1e-5)
+
+
+def test_tables_follow_the_weights(synthetic):
+    """The first-layer tables are rebuilt whenever the weights change: after a refit and after a load."""
+    b, y = synthetic
+    test = sample_batch(np.random.default_rng(11), 500, resolutions=range(160, 225, 4))
+    model = AccuracyMLP(hidden=(32, 32), epochs=3, random_state=0).fit(b, y)
+    first = model.predict(test)
+    np.testing.assert_allclose(first, dense_predict(model, test), rtol=0, atol=1e-5)
+    model.set_params(random_state=1, hidden=(32,)).fit(b[:600], y[:600])  # other weights, other shapes
+    second = model.predict(test)
+    np.testing.assert_allclose(second, dense_predict(model, test), rtol=0, atol=1e-5)
+    assert np.max(np.abs(second - first)) > 1e-4
+    other = random_mlp("general", hidden=(32,), seed=9)
+    model._set_weights(other.state_dict())
+    np.testing.assert_allclose(model.predict(test), dense_predict(model, test), rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match="read-only"):  # weights are replaced, never edited in place
+        model.layers_[0][0][0, 0] = 1.0

@@ -131,6 +131,32 @@ def test_encode_ofa_shape_and_ones():
     assert encode_general(b).shape == (50, 137)
 
 
+def test_encode_general_layout():
+    b = sample_batch(np.random.default_rng(6), 30, resolutions=[128, 176, 224])
+    enc = encode_general(b)
+    assert np.array_equal(enc[:, :120], encode_ofa(b)[:, :120])  # the same block one-hots as OFA's
+    for row, a in zip(enc, b.to_configs()):
+        assert [row[120 + s * 3 + (2, 3, 4).index(a.d[s])] for s in range(5)] == [1.0] * 5
+        assert row[120:135].sum() == 5
+        x = (a.r - 128) / 96
+        assert row[135] == pytest.approx(x) and row[136] == pytest.approx(x * x)
+    assert np.array_equal(encode_general(b.canonical()), enc)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("d", 1, r"d: 1 is not one of \[2, 3, 4\]"), ("d", 5, r"d: 5 is not one of"),
+    ("ks", 0, r"ks: 0 is not one of \[3, 5, 7\]"), ("e", 7, r"e: 7 is not one of \[3, 4, 6\]")])
+def test_encoders_reject_values_outside_the_choices(field, value, message):
+    b = sample_batch(np.random.default_rng(7), 5)
+    getattr(b, field)[4, -1] = value  # the last block may be skipped: still checked
+    for encode in (encode_ofa, encode_general):
+        with pytest.raises(ArchError, match=message):
+            encode(b)
+    b = sample_batch(np.random.default_rng(7), 5, resolutions=[1100])
+    with pytest.raises(ArchError, match="32..1024"):
+        encode_general(b)
+
+
 def test_batch_config_round_trip():
     b = sample_batch(np.random.default_rng(4), 10)
     c = ArchBatch.from_configs(b.to_configs())
