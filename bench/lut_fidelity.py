@@ -72,7 +72,7 @@ def main() -> None:
     from device_profiles import DEFAULT_PROFILE, load_profile
     from ofa_core.ops import subnet_ops
     from ofakit.commands.profile import fit_calibration, log_line
-    from ofakit.commands.validate import fidelity, format_table, job_of, validate_profile, write_outputs
+    from ofakit.commands.validate import fidelity, format_table, validate_profile, write_outputs
     from predictors.lut import CalibratedLUTPredictor, LUTPredictor
     from profiler.pipeline import ProfileRequest, profile_device
 
@@ -128,9 +128,8 @@ def main() -> None:
     common = [s.key for s in quick if s.rounds and s.key in full and full.lookup(s.key).rounds]
     ratio = np.array([quick.lookup(k).ms / full.lookup(k).ms for k in common])
 
-    job = job_of(full)
     lines = [f"{len(archs)} held-out subnets (seed {a.seed}, resolutions 128-224) measured end to end with "
-             f"onnxruntime, 1 thread, {max(job.rounds, job.subnet_rounds)} interleaved rounds, min of round medians; "
+             f"onnxruntime, 1 thread, {rep.rounds} interleaved rounds, min of round medians; "
              f"measured {np.nanmin(m):.2f}-{np.nanmax(m):.2f} ms. Full profile measured {full.meta.created}; "
              f"quick profile {quick.meta.created} (resolutions {quick.meta.method.get('measured_resolutions')}). "
              f"Machine: {load_before} (before) / {machine()} (after).", "",
