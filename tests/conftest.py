@@ -1,6 +1,9 @@
 """Fixtures shared by several test files."""
 from __future__ import annotations
 
+from pathlib import Path
+from types import SimpleNamespace
+
 import pytest
 import torch
 
@@ -13,3 +16,24 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model/journal cache folder for one test module (``OFAKIT_CACHE_DIR`` of the ``cli`` fixture)."""
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch, cache: Path):
+    """Run the ofakit CLI in-process with the module's cache; returns (returncode, stdout, stderr)."""
+    from ofakit.cli import main
+
+    monkeypatch.setenv("OFAKIT_CACHE_DIR", str(cache))
+
+    def run(*args: str) -> SimpleNamespace:
+        capsys.readouterr()
+        code = main(list(args))
+        out = capsys.readouterr()
+        return SimpleNamespace(returncode=code, stdout=out.out, stderr=out.err)
+    return run

@@ -9,7 +9,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -26,25 +25,6 @@ from profiler.items import Item
 
 SPEC = space_for_width(1.0)
 FAST = ["--min-time", "0.003", "--rounds", "2", "--extra-rounds", "0"]
-
-
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("cache")
-
-
-@pytest.fixture
-def cli(capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch, cache: Path):
-    from ofakit.cli import main
-
-    monkeypatch.setenv("OFAKIT_CACHE_DIR", str(cache))
-
-    def run(*args: str) -> SimpleNamespace:
-        capsys.readouterr()
-        code = main(list(args))
-        out = capsys.readouterr()
-        return SimpleNamespace(returncode=code, stdout=out.out, stderr=out.err)
-    return run
 
 
 def test_backends_are_registered_one_file_each() -> None:

@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -20,19 +19,6 @@ from ofa_core.space import DEFAULT_RESOLUTIONS, sample_batch, space_for_width
 from predictors.lut import CalibratedLUTPredictor, LUTPredictor
 
 NOTE10 = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ofa_note10_lut"
-
-
-@pytest.fixture
-def cli(capsys: pytest.CaptureFixture):
-    """Run the ofakit CLI in-process; returns (exit code, stdout, stderr)."""
-    from ofakit.cli import main
-
-    def run(*args: str) -> SimpleNamespace:
-        capsys.readouterr()
-        code = main(list(args))
-        out = capsys.readouterr()
-        return SimpleNamespace(returncode=code, stdout=out.out, stderr=out.err)
-    return run
 
 
 def test_operator_counts_per_resolution_and_total() -> None:

@@ -7,7 +7,6 @@ import csv
 import json
 import shutil
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -18,26 +17,6 @@ from ofa_core.space import ArchConfig, sample_batch, space_for_width
 from predictors.lut import CalibratedLUTPredictor, anchor_archs, state_factor
 
 FAST = ["--min-time", "0.003", "--rounds", "2", "--extra-rounds", "0"]
-
-
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("cache")
-
-
-@pytest.fixture
-def cli(capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch, cache: Path):
-    """Run the ofakit CLI in-process; returns (exit code, stdout, stderr)."""
-    from ofakit.cli import main
-
-    monkeypatch.setenv("OFAKIT_CACHE_DIR", str(cache))
-
-    def run(*args: str) -> SimpleNamespace:
-        capsys.readouterr()
-        code = main(list(args))
-        out = capsys.readouterr()
-        return SimpleNamespace(returncode=code, stdout=out.out, stderr=out.err)
-    return run
 
 
 @pytest.fixture(scope="module")
