@@ -131,7 +131,8 @@ def validate_profile(profile: Any, n: int, seed: int, rounds: Optional[int] = No
                      jobs: int = 2, log: Any = None, runner: Any = None, anchors: int = ANCHORS) -> ValidationReport:
     """Measure ``n`` held-out subnets on the profile's device and predict them with the profile; with
     ``anchors``, also re-measure that many of its calibration subnets in the same job for the state factor.
-    ``runner``: this machine's by default; a board's SSHRunner for a board's profile."""
+    ``rounds``: per subnet (default :data:`VALIDATION_ROUNDS`, or the profile's if more). ``runner``: this
+    machine's by default; a board's SSHRunner for a board's profile."""
     from predictors.lut import CalibratedLUTPredictor, LUTPredictor, anchor_archs, stored_state
     from profiler.builder import cache_root
     from profiler.pipeline import measure_subnets
