@@ -39,7 +39,7 @@ from ofa_core.train import PhaseConfig, ProgressiveShrinking, Trainer, TrainConf
     init_distributed, load_config, train_from_scratch  # noqa: E402
 from ofa_core.fileio import atomic_write_bytes  # noqa: E402
 from ofa_core.train.checkpoint import atomic_write_json, load_model_state, model_state  # noqa: E402
-from ofa_core.train.data import make_splits, open_source  # noqa: E402
+from ofa_core.train.data import make_splits  # noqa: E402
 from ofa_core.train.evaluate import BatchCache, reference_archs, subnet_accuracy  # noqa: E402
 
 PROBE_STEPS = 30
@@ -79,10 +79,11 @@ def fit_to_budget(cfg: TrainConfig, budget_s: float, out: Path, contention: floa
     probe.validate()
     shutil.rmtree(out / "probe", ignore_errors=True)
     t0 = time.time()
-    ProgressiveShrinking(probe, out / "probe", ENV, progress=False).run()
+    probe_run = ProgressiveShrinking(probe, out / "probe", ENV, progress=False)
+    probe_run.run()
     logs = [json.loads(line) for line in (out / "probe" / "log.jsonl").read_text().splitlines()]
     per_step = {r["phase"]: r["seconds"] / r["step"] for r in logs}
-    n_train = len(make_splits(open_source(cfg.data.source), cfg.data.holdout, cfg.data.split_seed,
+    n_train = len(make_splits(probe_run.splits.source, cfg.data.holdout, cfg.data.split_seed,  # no second load
                               cfg.data.train_subset).train)
 
     def seconds(m: float) -> float:
