@@ -163,8 +163,8 @@ def run_step(cfg: Config, quick: bool, args: argparse.Namespace, out: Path, budg
              first: bool) -> StepResult:
     """Profile (quick or full), calibrate, validate and write one configuration."""
     from device_profiles import atomic_write_text, load_profile
-    from ofakit.commands.profile import fit_calibration, parse_resolutions
-    from ofakit.commands.validate import csv_text, plot, validate_profile
+    from ofakit.validation import csv_text, plot, validate_profile
+    from ofakit.workflows import fit_calibration, parse_resolutions
     from profiler.pipeline import ProfileRequest, profile_device
 
     phase = "A (quick)" if quick else "B (full)"
@@ -364,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _res(text: str) -> tuple[int, ...]:
-    from ofakit.commands.profile import parse_resolutions
+    from ofakit.workflows import parse_resolutions
 
     return parse_resolutions(text)
 

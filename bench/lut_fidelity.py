@@ -30,7 +30,7 @@ FEATURE_SETS = (("lut_ms",), ("lut_ms", "n_ops"), ("lut_ms", "params_m"), ("lut_
 
 def feature_set_scores(profile, archs, measured) -> dict:
     """Fidelity of calibrations with other feature sets, refitted on the profile's stored calibration data."""
-    from ofakit.commands.validate import fidelity
+    from ofakit.validation import fidelity
     from predictors.lut import CalibratedLUTPredictor, calibration_archs
 
     cal = profile.meta.calibration or {}
@@ -71,8 +71,9 @@ def simulated_quick(full, k: int):
 def main() -> None:
     from device_profiles import DEFAULT_PROFILE, load_profile
     from ofa_core.ops import subnet_ops
-    from ofakit.commands.profile import fit_calibration, log_line
-    from ofakit.commands.validate import fidelity, format_table, validate_profile, write_outputs
+    from ofakit.validation import fidelity, format_table, validate_profile, write_outputs
+    from ofakit.workflows import fit_calibration
+    from ofakit.workflows import log_to_stderr as log_line
     from predictors.lut import CalibratedLUTPredictor, LUTPredictor
     from profiler.pipeline import ProfileRequest, profile_device
 

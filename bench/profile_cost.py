@@ -26,7 +26,8 @@ from _report import ROOT, append_section, machine  # noqa: E402
 
 def main() -> None:
     from device_profiles import DEFAULT_PROFILE, SHIPPED_DIR
-    from ofakit.commands.profile import fit_calibration, log_line
+    from ofakit.workflows import fit_calibration
+    from ofakit.workflows import log_to_stderr as log_line
     from profiler.agent.ofakit_agent import read_results
     from profiler.pipeline import CALIBRATION_SUBNETS, ProfileRequest, default_job, profile_device
 

@@ -12,3 +12,12 @@ class UserError(ValueError):
 
 class ArchError(UserError):
     """An invalid architecture config; the message names the bad field."""
+
+
+class ParameterError(UserError):
+    """A bad argument of a library call. ``param`` names it as the Python API does; the CLI shows it as the
+    matching option (``min_time`` -> ``--min-time``), so library messages never name command-line flags."""
+
+    def __init__(self, param: str, detail: str):
+        super().__init__(f"{param}: {detail}")
+        self.param, self.detail = param, detail

@@ -14,7 +14,7 @@ from typing import Sequence
 import click
 import typer
 
-from ofa_core.errors import UserError
+from ofa_core.errors import ParameterError, UserError
 
 # typer >= 0.2x vendors click (typer._click): its usage errors derive from typer.TyperException, not click's.
 _USAGE_ERRORS = (click.exceptions.ClickException, getattr(typer, "TyperException", click.exceptions.ClickException))
@@ -48,6 +48,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = 130
     except _USAGE_ERRORS as exc:
         print(f"ofakit: error: {' '.join(exc.format_message().split())}", file=sys.stderr)  # one line
+        code = 2
+    except ParameterError as exc:  # a library argument: shown as the option that set it
+        print(f"ofakit: error: --{exc.param.replace('_', '-')}: {exc.detail}", file=sys.stderr)
         code = 2
     except UserError as exc:
         print(f"ofakit: error: {exc}", file=sys.stderr)

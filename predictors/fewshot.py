@@ -39,6 +39,7 @@ from .base import Archs, Predictor
 from .features import ARCH_FEATURES, arch_features, measured_latencies
 from .lut import LUTPredictor
 from .persist import PredictorFileError, load_bundle, save_bundle
+from .registry import not_fitted, register_predictor
 
 KIND, VERSION = "few-shot", 1
 
@@ -142,6 +143,7 @@ def _nested_loo_error(designs: Sequence[np.ndarray], y: np.ndarray, delta: float
     return float(np.mean(np.minimum(np.abs(chosen - y), cap) ** 2))
 
 
+@register_predictor(KIND, saved=True)
 class FewShotPredictor(RegressorMixin, BaseEstimator):
     """Latency (ms) on a new device from ``references`` (name -> latency predictor) and a few measured subnets.
 
@@ -226,7 +228,7 @@ class FewShotPredictor(RegressorMixin, BaseEstimator):
     def predict(self, archs: Archs) -> np.ndarray:
         """Predicted latency (ms): the geometric mean of the chosen candidates' predictions."""
         if not hasattr(self, "coefs_"):
-            raise UserError("few-shot predictor: not fitted")
+            raise not_fitted("few-shot predictor: not fitted")
         b = as_batch(archs)
         if b.width != self.width_:
             raise UserError(f"width: this predictor was fitted on width {self.width_}, got {b.width}")
@@ -244,7 +246,7 @@ class FewShotPredictor(RegressorMixin, BaseEstimator):
     def save(self, folder: str | os.PathLike) -> Path:
         """Write the chosen models, the PCA basis and every reference (embedded) as JSON."""
         if not hasattr(self, "coefs_"):
-            raise UserError("few-shot predictor: not fitted, nothing to save")
+            raise not_fitted("few-shot predictor: not fitted, nothing to save")
         refs = {n: _reference_to_json(n, self.references_[n]) for n in self.reference_names_}
         meta = {"width": self.width_, "reference_names": list(self.reference_names_),
                 "candidates": [asdict(c) for c in self.candidates_], "coefs": [c.tolist() for c in self.coefs_],

@@ -27,6 +27,7 @@ from ofa_core.errors import UserError
 from ofa_core.space import ArchConfig, as_batch, space_for_width
 
 from .base import Archs
+from .registry import not_fitted, register_predictor
 
 # Per-op features of the calibration model; a subnet's feature is the sum over its ops.
 FEATURES: dict[str, Callable[[OpSpec, float], float]] = {
@@ -93,7 +94,33 @@ def stored_state(profile: Profile) -> dict[str, Any]:
     return state
 
 
-class LUTPredictor:
+class _Params:
+    """scikit-learn's parameter protocol (``get_params``/``set_params`` from ``__init__``'s keyword arguments), so
+    :func:`sklearn.base.clone` and sklearn's tools work without importing sklearn here."""
+
+    @classmethod
+    def _param_names(cls) -> list[str]:
+        import inspect
+
+        return [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        return {p: getattr(self, p) for p in self._param_names()}
+
+    def set_params(self, **params: Any) -> "_Params":
+        for k, v in params.items():
+            if k not in self._param_names():
+                raise ValueError(f"invalid parameter {k!r} for {type(self).__name__}")
+            setattr(self, k, v)
+        return self
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={getattr(v, 'name', v)!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({args})"
+
+
+@register_predictor("lut")
+class LUTPredictor(_Params):
     """Vectorized LUT sum over a device profile (milliseconds)."""
 
     def __init__(self, profile: Profile | str):
@@ -103,25 +130,27 @@ class LUTPredictor:
         return self.profile.table().evaluate(as_batch(archs))
 
 
-class CalibratedLUTPredictor:
-    """LUT sum corrected by a linear model fitted on measured whole subnets (scikit-learn style: ``fit`` returns
-    self; fitted attributes ``coef_``, ``intercept_``). Without ``fit``, it uses the calibration stored in the
-    profile, scaled by its stored device-state factor ``state_factor_`` unless ``state=False``. A fresh ``fit``
-    has no state factor (1.0): it is relative to its own measurements."""
+@register_predictor("calibrated")
+class CalibratedLUTPredictor(_Params):
+    """LUT sum corrected by a linear model fitted on measured whole subnets (scikit-learn's estimator contract:
+    ``fit`` returns self; fitted attributes ``features_``, ``coef_``, ``intercept_``, ``n_fit_``; ``clone``
+    works). Without ``fit``, it uses the calibration stored in the profile (its own features, which then win
+    over ``features``), scaled by its stored device-state factor ``state_factor_`` unless ``state=False``. A
+    fresh ``fit`` has no state factor (1.0): it is relative to its own measurements."""
 
     def __init__(self, profile: Profile | str, features: Sequence[str] = DEFAULT_FEATURES, loss: str = "huber",
                  state: bool = True):
         self.profile = _as_profile(profile)
-        self.features = tuple(features)
+        self.features = features
         self.loss = loss
         self.state = state
 
     # --- fitting ------------------------------------------------------------------------------------------------
-    def feature_matrix(self, archs: Archs) -> np.ndarray:
-        """(N, F) per-subnet sums of the per-op features."""
+    def feature_matrix(self, archs: Archs, features: Sequence[str] | None = None) -> np.ndarray:
+        """(N, F) per-subnet sums of the per-op ``features`` (default: the ``features`` parameter)."""
         b = as_batch(archs)
-        return np.stack([self._table(lambda op, ms, f=f: FEATURES[f](op, ms)).evaluate(b) for f in self.features],
-                        axis=1)
+        return np.stack([self._table(lambda op, ms, f=f: FEATURES[f](op, ms)).evaluate(b)
+                         for f in (self.features if features is None else features)], axis=1)
 
     def fit(self, archs: Archs, measured_ms: Sequence[float]) -> "CalibratedLUTPredictor":
         """Fit on relative error ``pred / measured - 1``: least squares (``loss="squared"``) or Huber
@@ -151,6 +180,7 @@ class CalibratedLUTPredictor:
             if np.allclose(w_new, w, atol=1e-6):
                 break
             w = w_new
+        self.features_ = tuple(self.features)
         self.coef_ = sol[:-1]
         self.intercept_ = float(sol[-1])
         self.n_fit_ = int(ok.sum())
@@ -162,7 +192,7 @@ class CalibratedLUTPredictor:
                        ) -> dict[str, Any]:
         """Plain-JSON parameters for ``profile.meta.calibration`` (with the fitting data when given)."""
         self._check_fitted()
-        out: dict[str, Any] = {"model": CALIBRATION_MODEL, "features": list(self.features),
+        out: dict[str, Any] = {"model": CALIBRATION_MODEL, "features": list(self.features_),
                                "coef": [float(c) for c in self.coef_], "intercept": self.intercept_,
                                "n_fit": self.n_fit_, "loss": getattr(self, "loss", "huber")}
         if archs is not None and measured_ms is not None:
@@ -178,8 +208,8 @@ class CalibratedLUTPredictor:
             return
         cal = self.profile.meta.calibration
         if not cal:
-            raise ProfileError(f"profile {self.profile.name!r} has no calibration (measure one with "
-                               f"`ofakit profile`)")
+            raise not_fitted(f"profile {self.profile.name!r} has no calibration (measure one with "
+                             f"`ofakit profile`, or call fit)")
         self._load(cal)
 
     def _load(self, cal: Mapping[str, Any]) -> None:
@@ -190,7 +220,7 @@ class CalibratedLUTPredictor:
             coef = np.asarray(cal["coef"], dtype=float)
             if len(coef) != len(feats) or any(f not in FEATURES for f in feats):
                 raise ValueError("features and coef do not match")
-            self.features, self.coef_, self.intercept_ = feats, coef, float(cal["intercept"])
+            self.features_, self.coef_, self.intercept_ = feats, coef, float(cal["intercept"])
             self.n_fit_ = int(cal.get("n_fit", 0))
             self._folded = None
         except (KeyError, TypeError, ValueError) as exc:
@@ -220,7 +250,7 @@ class CalibratedLUTPredictor:
         state factor."""
         self._check_fitted()
         if getattr(self, "_folded", None) is None:
-            fns = [FEATURES[f] for f in self.features]
+            fns = [FEATURES[f] for f in self.features_]
             s = self._state_factor
             coef, icpt = [s * float(c) for c in self.coef_], s * self.intercept_
 

@@ -30,6 +30,7 @@ from ofa_core.space import ArchBatch, ArchConfig, as_batch
 from .base import Archs
 from .features import latency_features, measured_latencies
 from .persist import PredictorFileError, load_bundle, save_bundle
+from .registry import not_fitted, register_predictor
 
 KIND, VERSION = "latency-regressor", 1
 MS_COLUMNS = ("ms", "measured_ms", "latency_ms")
@@ -197,6 +198,7 @@ MODELS: dict[str, ModelEntry] = {
 COMPILED = {"linear": LinearModel, "trees": TreeEnsemble}
 
 
+@register_predictor(KIND, saved=True)
 class LatencyRegressor(RegressorMixin, BaseEstimator):
     """Latency (ms) from subnet features; ``model`` is one of :data:`MODELS` (ridge, gbr, rf).
 
@@ -251,7 +253,7 @@ class LatencyRegressor(RegressorMixin, BaseEstimator):
     def predict(self, archs: Archs) -> np.ndarray:
         """Predicted latency (ms) of every subnet, shape (N,)."""
         if not hasattr(self, "compiled_"):
-            raise UserError("latency regressor: not fitted")
+            raise not_fitted("latency regressor: not fitted")
         b = as_batch(archs)
         if b.width != self.width_:
             raise UserError(f"width: this regressor was fitted on width {self.width_}, got {b.width}")
@@ -262,7 +264,7 @@ class LatencyRegressor(RegressorMixin, BaseEstimator):
     def save(self, folder: str | os.PathLike) -> Path:
         """Write ``predictor.json`` (parameters, compiled model, the profile's LUT rows) and ``model.json``."""
         if not hasattr(self, "compiled_"):
-            raise UserError("latency regressor: not fitted, nothing to save")
+            raise not_fitted("latency regressor: not fitted, nothing to save")
         params = self.get_params()
         params["profile"] = self.profile_meta_["name"] if self.profile_meta_ else None
         meta = {"params": params, "width": self.width_, "feature_names": list(self.feature_names_),

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -19,7 +19,7 @@ import numpy as np
 
 from device_profiles import OpStats, Profile, ProfileMeta
 from ofa_core import __version__
-from ofa_core.errors import UserError
+from ofa_core.errors import ParameterError
 from ofa_core.ops import enumerate_ops, subnet_macs
 from ofa_core.space import DEFAULT_RESOLUTIONS, ArchConfig, sample_batch, space_for_width
 
@@ -27,10 +27,9 @@ from .agent import ofakit_agent as agent
 from .backends import get_backend
 from .builder import Builder, cache_root
 from .interpolate import interpolate, pick_resolutions
+from .devices import Runner, Target, resolve
 from .items import Item
-from .runner import LocalRunner
 
-LOCAL_DEVICES = ("cpu", "gpu")  # this machine's CPU, and its CUDA GPU with a GPU backend (torch-cuda)
 QUICK_RESOLUTIONS = 3  # 128, 176, 224 by default
 SUBNET_ROUNDS = 8  # rounds for whole subnets (calibration, validation)
 CALIBRATION_SUBNETS = 30
@@ -48,13 +47,15 @@ def default_job() -> agent.JobSettings:
                              subnet_rounds=SUBNET_ROUNDS)
 
 
-@dataclass
+@dataclass(frozen=True)
 class ProfileRequest:
-    """What to profile and how."""
+    """What to profile and how; built once (e.g. from the command line) and passed through unchanged.
+    ``backend``/``threads`` None: the device's defaults (:meth:`for_target` fills them in). ``job.timeout_s`` is
+    the per-op timeout, on this machine and on boards alike. ``name`` defaults to ``DEVICE-BACKEND-<threads>t``."""
 
     device: str = "cpu"
-    backend: str = "onnxruntime"
-    threads: int = 1
+    backend: str | None = None
+    threads: int | None = None
     width: float = 1.0
     resolutions: tuple[int, ...] = DEFAULT_RESOLUTIONS
     quick: bool = False
@@ -66,15 +67,24 @@ class ProfileRequest:
     name: str = ""
 
     def __post_init__(self) -> None:
-        if self.threads < 1:
-            raise UserError(f"--threads: must be >= 1, got {self.threads}")
+        if self.threads is not None and self.threads < 1:
+            raise ParameterError("threads", f"must be >= 1, got {self.threads}")
         if self.job.rounds < 1:
-            raise UserError(f"--rounds: must be >= 1, got {self.job.rounds}")
+            raise ParameterError("rounds", f"must be >= 1, got {self.job.rounds}")
+        if self.job.timeout_s <= 0:
+            raise ParameterError("op_timeout", f"must be > 0 seconds, got {self.job.timeout_s}")
         if not self.resolutions:
-            raise UserError("--resolutions: empty")
-        self.resolutions = tuple(sorted(set(int(r) for r in self.resolutions)))
-        if not self.name:
-            self.name = f"{self.device}-{self.backend}-{self.threads}t"
+            raise ParameterError("resolutions", "empty")
+        object.__setattr__(self, "resolutions", tuple(sorted(set(int(r) for r in self.resolutions))))
+
+    @property
+    def profile_name(self) -> str:
+        """The profile's name: ``name``, else ``DEVICE-BACKEND-<threads>t``."""
+        return self.name or f"{self.device}-{self.backend}-{self.threads}t"
+
+    def for_target(self, target: Target) -> "ProfileRequest":
+        """This request on ``target``'s device, backend and threads."""
+        return replace(self, device=target.device, backend=target.backend, threads=target.threads)
 
     def measured_resolutions(self) -> list[int]:
         if self.quick:
@@ -108,18 +118,7 @@ class ProfileRun:
     n_interpolated: int
 
 
-def runner_for(device: str, backend: str, threads: int) -> LocalRunner:
-    """The runner that measures on ``device``: this machine for ``cpu`` (the SSH runner adds boards here)."""
-    if device in LOCAL_DEVICES:
-        bk = get_backend(backend)
-        if bk.device != device:
-            raise UserError(f"backend {backend!r} measures on the {bk.device}, not on {device!r} "
-                            f"(GPU: --backend torch-cuda[-graph][-b64])")
-        return LocalRunner(bk, threads)
-    raise UserError(f"unknown device {device!r}: this machine is 'cpu' (boards over SSH: ofakit devices list)")
-
-
-def measure_items(items: Sequence[Item], backend: str, runner: LocalRunner, journal: Path,
+def measure_items(items: Sequence[Item], backend: str, runner: Runner, journal: Path,
                   job: agent.JobSettings, cache_dir: Path | None = None, build_jobs: int = 2,
                   log: Log | None = None) -> tuple[dict[str, agent.Summary], dict[str, float]]:
     """Build (cached) and measure ``items``; build failures are journaled as BUILD_ERROR. Returns the summaries
@@ -166,24 +165,29 @@ def _every(log: Log | None, what: str, result: bool = False, period: float = 5.0
 
 
 def profile_device(req: ProfileRequest, work_dir: str | Path | None = None, cache_dir: str | Path | None = None,
-                   log: Log | None = None, fresh: bool = False, runner: Any = None) -> ProfileRun:
+                   log: Log | None = None, fresh: bool = False, runner: Runner | None = None) -> ProfileRun:
     """Measure the ops (and calibration subnets) of ``req`` and build its profile from the journal. ``runner``:
-    any runner (e.g. profiler.remote's SSHRunner for a board); default :func:`runner_for` ``req.device``."""
+    any :class:`~profiler.devices.Runner` (e.g. a board's); default: :func:`profiler.devices.resolve`'s for
+    ``req.device``."""
     t_start = time.perf_counter()
+    if runner is None:
+        target = resolve(req.device, req.backend, req.threads)
+        req, runner = req.for_target(target), target.runner
+    elif req.backend is None or req.threads is None:
+        raise ValueError("profile_device: a request measured by a given runner needs its backend and threads")
     spec = space_for_width(req.width)
     cache = Path(cache_dir) if cache_dir else cache_root()
-    work = Path(work_dir) if work_dir else cache / "work" / req.name
+    work = Path(work_dir) if work_dir else cache / "work" / req.profile_name
     journal = work / JOURNAL
     if fresh and journal.exists():
         journal.unlink()
-    runner = runner or runner_for(req.device, req.backend, req.threads)
     env = runner.environment()
     measured_res = req.measured_resolutions()
     ops = enumerate_ops(spec, measured_res)
     cal = req.calibration_archs()
     items = [Item.op(op) for op in ops.values()] + [Item.subnet(a) for a in cal]
     if log:
-        log(f"{req.name}: {len(ops)} distinct ops at {len(measured_res)} resolution(s) + {len(cal)} calibration "
+        log(f"{req.profile_name}: {len(ops)} distinct ops at {len(measured_res)} resolution(s) + {len(cal)} calibration "
             f"subnets, {req.job.rounds} rounds; journal {journal}")
     summaries, secs = measure_items(items, req.backend, runner, journal, req.job, cache, req.build_jobs, log)
 
@@ -213,7 +217,7 @@ def profile_device(req: ProfileRequest, work_dir: str | Path | None = None, cach
         "interpolation": "piecewise linear in input feature-map area per op slot" if guessed else None,
         "calibration_subnets": len(cal), **{k: v for k, v in desc.items() if k != "mode"},
     }
-    meta = ProfileMeta(name=req.name, device=req.device, backend=req.backend, width=spec.width_mult,
+    meta = ProfileMeta(name=req.profile_name, device=req.device, backend=req.backend, width=spec.width_mult,
                        resolutions=list(req.resolutions), batch=desc["batch"], threads=req.threads,
                        mode=desc["mode"], source="measured",
                        created=datetime.now(timezone.utc).isoformat(timespec="seconds"), ofakit_version=__version__,
@@ -224,11 +228,12 @@ def profile_device(req: ProfileRequest, work_dir: str | Path | None = None, cach
 
 def measure_subnets(archs: Sequence[ArchConfig], device: str, backend: str, threads: int, job: agent.JobSettings,
                     journal: str | Path, cache_dir: str | Path | None = None, build_jobs: int = 2,
-                    log: Log | None = None, runner: Any = None
+                    log: Log | None = None, runner: Runner | None = None
                     ) -> tuple[np.ndarray, dict[str, agent.Summary], dict[str, float]]:
     """Measure whole subnets end to end (same builder, runner and method as ops). NaN where one failed.
-    ``runner``: any runner (e.g. an SSHRunner for a board); default :func:`runner_for` ``device``."""
-    runner = runner or runner_for(device, backend, threads)
+    ``runner``: any :class:`~profiler.devices.Runner`; default: :func:`profiler.devices.resolve`'s for
+    ``device``."""
+    runner = runner or resolve(device, backend, threads).runner
     items = [Item.subnet(a) for a in archs]
     summaries, secs = measure_items(items, backend, runner, Path(journal), job,
                                     Path(cache_dir) if cache_dir else None, build_jobs, log)

@@ -14,6 +14,8 @@ from ofa_core.errors import UserError
 from .agent import ofakit_agent as agent
 from .backends import Backend
 
+LOCAL_DEVICES = {"cpu": "onnxruntime", "gpu": "torch-cuda"}  # this machine's devices and their default backends
+
 
 class LocalRunner:
     """Measures on this machine with ``backend``'s worker at ``threads`` threads."""

@@ -140,10 +140,10 @@ def test_cuda_worker_refuses_to_start_in_one_line(options, needs_no_cuda):
 
 
 def test_gpu_device_refuses_a_cpu_backend():
-    from profiler.pipeline import runner_for
+    from profiler.devices import resolve
 
     with pytest.raises(UserError, match="measures on the cpu"):
-        runner_for("gpu", "onnxruntime", 1)
+        resolve("gpu", "onnxruntime", 1)
 
 
 # --- timing loops (pure: any timer) -------------------------------------------------------------------------------
@@ -310,7 +310,7 @@ def test_profiling_path_imports_without_packages_the_gpu_machine_lacks():
     """The GPU machine's Python has no paramiko or skops: the profiling path must not need them."""
     code = ("import sys; sys.modules.update(paramiko=None, skops=None)\n"
             "sys.path.insert(0, 'bench'); import gpu_profile\n"
-            "import ofakit.commands.profile, ofakit.commands.validate, profiler.pipeline, predictors.lut\n"
+            "import ofakit.cli, ofakit.workflows, ofakit.validation, profiler.pipeline, predictors.lut\n"
             "from profiler.backends import list_backends; list_backends()\n")
     p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=_env(), capture_output=True, text=True,
                        timeout=120)

@@ -11,7 +11,7 @@ import pytest
 from device_profiles.ofa_yaml import import_ofa
 from ofa_core.errors import UserError
 from ofa_core.space import ArchBatch, sample_batch, space_for_width
-from predictors.base import make_latency_predictor
+from predictors.registry import create_predictor
 from predictors.fewshot import (FewShotPredictor, TableReference, _huber_fit, _loo_error, _nested_loo_error,
                                 fit_few_shot)
 from predictors.lut import LUTPredictor
@@ -112,7 +112,7 @@ def lut_model(note10):
 def test_save_load_round_trip_and_tamper(lut_model, tmp_path):
     model, b = lut_model
     folder = model.save(tmp_path / "fs")
-    loaded = make_latency_predictor(str(folder))
+    loaded = create_predictor(str(folder))
     test = sample_batch(np.random.default_rng(3), 50, space_for_width(1.2), resolutions=range(160, 225, 4))
     np.testing.assert_allclose(loaded.predict(test), model.predict(test), rtol=1e-12)
     assert loaded.description == model.description

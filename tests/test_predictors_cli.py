@@ -130,7 +130,7 @@ def test_fit_latency_cli_and_predict_with_it(env, tmp_path, capsys):
 
 def test_fit_few_shot_cli(tmp_path, capsys):
     """10 subnets of a GPU config (HELP) + this CPU's shipped LUT as the reference, saved and used by predict."""
-    from predictors.base import make_latency_predictor
+    from predictors.registry import create_predictor
     from predictors.metrics import latency_metrics
     from predictors.regressors import load_measured
 
@@ -146,7 +146,7 @@ def test_fit_few_shot_cli(tmp_path, capsys):
     rest.write_text("".join(json.dumps({"ks": r["ks"], "e": r["e"], "d": r["d"], "r": r["r"],
                                         "ms": r["latency_ms"]["v100_64"]}) + "\n" for r in rows[10:]))
     b, ms = load_measured(rest)
-    m = latency_metrics(ms, make_latency_predictor(str(out)).predict(b))
+    m = latency_metrics(ms, create_predictor(str(out)).predict(b))
     assert m.spearman > 0.9, m  # batch-64 GPU latency tracks compute, which the CPU LUT also tracks
     assert main(["fit-few-shot", str(data), "--out", str(out), "--reference", "nope"]) == 2
     assert "no device profile 'nope'" in capsys.readouterr().err

@@ -13,7 +13,7 @@ from scipy import stats
 from device_profiles.ofa_yaml import import_ofa
 from ofa_core.errors import UserError
 from ofa_core.space import ArchBatch, sample_batch, space_for_width
-from predictors.base import make_latency_predictor
+from predictors.registry import create_predictor
 from predictors.features import ARCH_FEATURES, PROFILE_FEATURES, arch_features, latency_features
 from predictors.persist import META_FILE
 from predictors.metrics import latency_metrics
@@ -84,7 +84,7 @@ def test_regressor_with_profile_learns_a_lut_correction(note10, tmp_path):
     m = latency_metrics(ms[100:], reg.predict(b[100:]))
     raw = latency_metrics(ms[100:], lut[100:])
     assert m.within10 > 0.99 and raw.within10 < 0.5, (m, raw)
-    loaded = make_latency_predictor(str(reg.save(tmp_path / "corr")))
+    loaded = create_predictor(str(reg.save(tmp_path / "corr")))
     np.testing.assert_allclose(loaded.predict(b), reg.predict(b), rtol=1e-12)
     with pytest.raises(UserError, match="width"):
         reg.predict(sample_batch(np.random.default_rng(0), 2, space_for_width(1.0), resolutions=[160]))
@@ -132,12 +132,12 @@ def test_regressor_bad_input(help_data):
 
 def test_make_latency_predictor_errors(note10):
     with pytest.raises(UserError, match="neither a known name"):
-        make_latency_predictor("magic", note10)
+        create_predictor("magic", note10)
     with pytest.raises(UserError, match="needs a device profile"):
-        make_latency_predictor("lut", None)
+        create_predictor("lut", None)
     with pytest.raises(UserError, match="no saved predictor"):
-        make_latency_predictor("/nonexistent/folder")
-    lut = make_latency_predictor("lut", note10)
+        create_predictor("/nonexistent/folder")
+    lut = create_predictor("lut", note10)
     b = sample_batch(np.random.default_rng(0), 3, space_for_width(1.2), resolutions=[224])
     np.testing.assert_allclose(lut.predict(b), note10.table().evaluate(b))
 

@@ -69,7 +69,7 @@ def test_recalibrate_stores_the_factor_and_predictions_scale_by_it(measured: Pat
     assert CalibratedLUTPredictor(prof, state=False).state_factor_ == 1.0
 
     # `ofakit predict` and the search's latency constraint go through the stored factor
-    from ofakit.commands.search import latency_constraint
+    from predictors.constraints import latency_constraint
 
     arch = batch.to_configs()[0]
     (tmp_path / "a.json").write_text(json.dumps(arch.to_ofa_dict()))

@@ -9,7 +9,7 @@ from device_profiles import OpStats, Profile, ProfileMeta
 from ofa_core.errors import UserError
 from ofa_core.ops import enumerate_ops
 from ofa_core.space import sample_batch, space_for_width
-from ofakit.commands.validate import fidelity, format_table, job_of, sample_test_archs, validate_profile
+from ofakit.validation import fidelity, format_table, job_of, sample_test_archs, validate_profile
 from profiler.pipeline import default_job
 
 
@@ -78,7 +78,7 @@ def test_state_factor_is_the_median_ratio_of_anchors_measured_both_times() -> No
 
 
 def test_report_adds_a_state_adjusted_row_only_with_a_factor() -> None:
-    from ofakit.commands.validate import ValidationReport, csv_text, state_line
+    from ofakit.validation import ValidationReport, csv_text, state_line
 
     archs = sample_batch(np.random.default_rng(5), 3, resolutions=[160]).to_configs()
     measured = np.array([5.0, 6.0, 7.0])
@@ -103,7 +103,7 @@ def _measured_profile() -> Profile:
 
 
 def test_state_factor_matches_anchors_with_a_profiles_calibration_subnets() -> None:
-    from ofakit.commands.validate import ValidationReport
+    from ofakit.validation import ValidationReport
 
     cal = sample_batch(np.random.default_rng(6), 6, resolutions=[160, 192]).to_configs()
     prof = _profile({"fit_archs": [a.to_json() for a in cal[:4]], "fit_measured_ms": [4.0, 5.0, 6.0, 7.0]})
@@ -116,7 +116,7 @@ def test_state_factor_matches_anchors_with_a_profiles_calibration_subnets() -> N
 
 
 def test_state_adjusted_row_replaces_a_stored_factor_by_the_one_measured_now() -> None:
-    from ofakit.commands.validate import ValidationReport, state_line
+    from ofakit.validation import ValidationReport, state_line
 
     archs = sample_batch(np.random.default_rng(8), 3, resolutions=[160]).to_configs()
     base = np.array([5.0, 6.0, 7.0])  # the calibration as fitted

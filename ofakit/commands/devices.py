@@ -3,9 +3,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import List, Optional
+from typing import TYPE_CHECKING, List, Optional
 
 import typer
+
+if TYPE_CHECKING:
+    from profiler.devices import RemoteSettings
 
 devices_app = typer.Typer(help="Boards reachable over SSH (inventory: --inventory, $OFAKIT_INVENTORY or "
                                "~/.config/ofakit/devices.yaml).", no_args_is_help=True)
@@ -17,106 +20,18 @@ TimeoutOpt = typer.Option(10.0, "--connect-timeout", min=0.1, help="Seconds to w
 RetriesOpt = typer.Option(3, "--retries", min=0, help="Connection retries (exponential backoff) on network errors.")
 ReconnectsOpt = typer.Option(3, "--reconnects", min=0, help="Boards: reconnections after a dropped link before "
                                                             "giving up (a re-run resumes anyway).")
-OpTimeoutOpt = typer.Option(None, "--op-timeout", min=0.1, help="Boards: seconds one op may take before it is "
-                                                                "recorded as RUN_TIMEOUT (default 60).")
+OpTimeoutOpt = typer.Option(None, "--op-timeout", min=0.1, help="Seconds one op may take (here or on a board) "
+                                                                "before it is recorded as RUN_TIMEOUT (default 60).")
 DevicesOpt = typer.Option(None, "--devices", help="Boards of the inventory to profile in parallel (comma list).")
 TagOpt = typer.Option(None, "--tag", help="Profile every board with this tag or group, in parallel.")
 
 
 def remote_settings(inventory: Optional[Path], accept_new_host_key: bool, connect_timeout: float, retries: int,
-                    reconnects: int, op_timeout: Optional[float] = None, devices: Optional[str] = None,
-                    tag: Optional[str] = None) -> dict:
-    """The board-related options of `profile` / `validate`, as one dict for :func:`profile_boards_cli`."""
-    return {"inventory": inventory, "accept_new_host_key": accept_new_host_key, "connect_timeout": connect_timeout,
-            "retries": retries, "reconnects": reconnects, "op_timeout": op_timeout, "devices": devices, "tag": tag}
+                    reconnects: int) -> RemoteSettings:
+    """The board-related options of `profile` / `validate` / `profile recalibrate`."""
+    from profiler.devices import RemoteSettings
 
-
-def _ssh(remote: dict):  # noqa: ANN202 - profiler.remote.ssh.SSHOptions (imported lazily)
-    from profiler.remote.ssh import ssh_options
-
-    return ssh_options(connect_timeout=remote["connect_timeout"], retries=remote["retries"],
-                       accept_new_host_key=remote["accept_new_host_key"])
-
-
-def profile_boards_cli(device: Optional[str], remote: dict, **kw) -> int:  # noqa: ANN003 - profile_local's options
-    """`ofakit profile BOARD` / `--devices a,b` / `--tag T`: each board profiled like this CPU, in parallel,
-    into its own profile (backend and threads from the inventory unless given). Returns the exit code."""
-    from ofa_core.errors import UserError
-    from profiler.remote.fleet import profile_boards
-    from profiler.remote.inventory import InventoryError, load_inventory
-
-    from .profile import make_request, profile_local
-
-    try:
-        inv = load_inventory(remote["inventory"])
-    except InventoryError as exc:
-        if device and not remote["inventory"]:
-            raise UserError(f"unknown device {device!r}: 'cpu' is this machine and boards come from the device "
-                            f"inventory ({exc})") from None
-        raise
-    names = ([device] if device else []) + [n.strip() for n in (remote["devices"] or "").split(",") if n.strip()]
-    if not names and not remote["tag"]:
-        raise UserError("give a DEVICE ('cpu' or a board of the inventory), --devices a,b or --tag T")
-    boards = inv.select(names, remote["tag"])
-    if len(boards) > 1 and (kw.get("out") or kw.get("name") or kw.get("work")):
-        raise UserError("--out, --name and --work name one profile; profile boards one at a time to use them")
-    backend, threads = kw.pop("backend", None), kw.pop("threads", None)
-    op_timeout = remote.get("op_timeout")
-
-    def options_for(dev) -> dict:  # noqa: ANN001 - an inventory Device
-        return dict(kw, backend=backend or dev.backend, threads=threads or dev.threads)
-
-    def request(dev):  # noqa: ANN001, ANN202
-        o = options_for(dev)
-        req = make_request(dev.name, o["backend"], o["threads"], o["resolutions"], o["quick"], o["rounds"],
-                           o["name"], o["calibration"], o["seed"], o["jobs"], o["width"],
-                           o.get("quick_resolutions", 4), o.get("min_time"))
-        if op_timeout:
-            req.job.timeout_s = op_timeout
-        return req
-
-    def run_one(dev, runner, log) -> Path:  # noqa: ANN001 - Device, SSHRunner, logger
-        return profile_local(dev.name, runner=runner, log=log, **options_for(dev))
-
-    outcomes = profile_boards(boards, request, _ssh(remote), run_one, reconnects=remote["reconnects"])
-    return 0 if all(o.ok for o in outcomes) else 1
-
-
-def board_profile(name: str, inventory: Optional[Path]):  # noqa: ANN201 - device_profiles.Profile
-    """The profile ``name`` (name or folder), or, for a board of the inventory, its default profile
-    ``<board>-<backend>-<threads>t``."""
-    from device_profiles import ProfileError, load_profile
-    from profiler.remote.inventory import InventoryError, load_inventory
-
-    try:
-        return load_profile(name)
-    except ProfileError as exc:
-        try:
-            dev = load_inventory(inventory).get(name)
-        except InventoryError:
-            raise exc from None
-        return load_profile(f"{dev.name}-{dev.backend}-{dev.threads}t")
-
-
-def board_runner(profile, remote: dict):  # noqa: ANN001, ANN201 - Profile -> SSHRunner | None
-    """The runner that re-measures on ``profile``'s device: None for this machine, an SSHRunner for a board."""
-    meta = profile.meta
-    return device_runner(meta.device, meta.backend, meta.threads, remote)[0]
-
-
-def device_runner(device: str, backend: Optional[str], threads: Optional[int], remote: dict):  # noqa: ANN201
-    """(runner, backend, threads) for measuring on ``device``: runner None for this machine (defaults
-    onnxruntime, 1 thread), an SSHRunner for a board (defaults: its inventory's backend and threads)."""
-    from profiler.backends import get_backend
-    from profiler.pipeline import LOCAL_DEVICES
-    from profiler.remote.inventory import load_inventory
-    from profiler.remote.runner import SSHRunner
-
-    if device in LOCAL_DEVICES:
-        return None, backend or "onnxruntime", threads or 1
-    dev = load_inventory(remote["inventory"]).get(device)
-    backend, threads = backend or dev.backend, threads or dev.threads
-    return SSHRunner(dev, get_backend(backend), _ssh(remote), remote["reconnects"], threads=threads), backend, threads
+    return RemoteSettings(inventory, accept_new_host_key, connect_timeout, retries, reconnects)
 
 
 @devices_app.command("list")
@@ -149,13 +64,15 @@ def check_cmd(names: List[str] = typer.Argument(None, help="Device names (defaul
     """Connect to boards and report Python, numpy, runtime, CPU, governor, temperature and throttling."""
     from rich.console import Console
 
+    from profiler.devices import select_boards
     from profiler.remote.check import check_device
     from profiler.remote.inventory import load_inventory
-    from profiler.remote.ssh import Connection, RemoteError, ssh_options
+    from profiler.remote.ssh import Connection, RemoteError
 
-    inv = load_inventory(inventory)
-    devices = inv.select(names or (), tag) if names or tag else list(inv.devices.values())
-    opts = ssh_options(connect_timeout=connect_timeout, retries=retries, accept_new_host_key=accept_new_host_key)
+    remote = remote_settings(inventory, accept_new_host_key, connect_timeout, retries, 0)
+    devices = (select_boards(names or (), tag, remote) if names or tag
+               else list(load_inventory(inventory).devices.values()))
+    opts = remote.ssh_options()
     console = Console()
     bad = 0
     for dev in devices:
@@ -218,12 +135,12 @@ def clean_cmd(name: str = typer.Argument(..., help="Device name."), inventory: O
               retries: int = RetriesOpt) -> None:
     """Remove ofakit's work folder (agent, cached op models, unfinished results) from a board."""
     from ofa_core.errors import UserError
-    from profiler.remote.inventory import load_inventory
-    from profiler.remote.ssh import Connection, ssh_options
+    from profiler.devices import board
+    from profiler.remote.ssh import Connection
 
-    dev = load_inventory(inventory).get(name)
-    opts = ssh_options(connect_timeout=connect_timeout, retries=retries, accept_new_host_key=accept_new_host_key)
-    with Connection(dev, opts) as conn:
+    remote = remote_settings(inventory, accept_new_host_key, connect_timeout, retries, 0)
+    dev = board(name, remote)
+    with Connection(dev, remote.ssh_options()) as conn:
         path = conn.expand(dev.workdir)
         if path.rstrip("/") in ("", conn.home.rstrip("/")):
             raise UserError(f"{dev.name}: refusing to remove {path!r} (workdir must be a folder of its own)")

@@ -31,18 +31,19 @@ def register(app: typer.Typer) -> None:
                                               help="Device profile name or folder (default: this CPU's)."),
         width: Optional[float] = typer.Option(None, "--width",
                                               help="Width multiplier (default: the file's, else the profile's)."),
-        predictor: str = typer.Option("lut", "--predictor",
-                                      help="lut, calibrated, or the folder of a saved predictor (fit-latency, "
-                                           "few-shot), which carries its own profile data."),
+        predictor: Optional[str] = typer.Option(None, "--predictor",
+                                                help="lut, calibrated (default: calibrated where the profile has "
+                                                     "a calibration, else lut), or the folder of a saved predictor "
+                                                     "(fit-latency, few-shot), which carries its own profile data."),
     ) -> None:
         """Print the predicted latency (ms) of each subnet."""
         from device_profiles import DEFAULT_PROFILE, load_profile
         from ofa_core.space import ArchBatch, load_arch
-        from predictors.base import LATENCY_PREDICTORS, make_latency_predictor
+        from predictors.registry import create_predictor, is_predictor_folder
 
-        named = predictor in LATENCY_PREDICTORS
+        named = predictor is None or not is_predictor_folder(predictor)
         prof = load_profile(profile or DEFAULT_PROFILE) if named else None
-        pred = make_latency_predictor(predictor, prof)
+        pred = create_predictor(predictor, prof)
         if profile and not named:
             raise UserError("--profile: a saved predictor carries its own device data; leave --profile out")
         default_width = prof.meta.width if prof is not None else getattr(pred, "width_", 1.0)

@@ -27,24 +27,26 @@ def run_cmd(
 ) -> None:
     """Profile this CPU (quick), validate on held-out subnets, print the table, write the plot."""
     from device_profiles import DEFAULT_PROFILE, ProfileError, load_profile
-    from predictors.lut import CalibratedLUTPredictor, LUTPredictor
+    from predictors.registry import create_predictor
+    from profiler.pipeline import ProfileRequest
 
-    from .profile import log_line, profile_local
-    from .validate import format_table, state_line, validate_profile, write_outputs
+    from ..validation import fidelity, format_table, state_line, validate_profile, write_outputs
+    from ..workflows import log_to_stderr, make_job, parse_resolutions, profile
 
     t0 = time.perf_counter()
     folder = out or Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
     work = folder / "work"
-    name = f"cpu-{backend}-{threads}t-quick"
+    extra = {} if quick_resolutions is None else {"quick_resolutions": quick_resolutions}
+    req = ProfileRequest(device="cpu", backend=backend, threads=threads, resolutions=parse_resolutions("128:224:4"),
+                         quick=True, calibration_subnets=calibration, seed=seed, job=make_job(rounds),
+                         name=f"cpu-{backend}-{threads}t-quick", **extra)
     print(f"ofakit run: profiling this CPU (quick, {backend}, {threads} thread(s)) into {folder}")
-    prof_dir = profile_local("cpu", backend=backend, threads=threads, resolutions="128:224:4", quick=True,
-                             rounds=rounds, out=folder / "profile", name=name, work=work, fresh=False,
-                             calibration=calibration, seed=seed, jobs=2, width=1.0,
-                             quick_resolutions=quick_resolutions)
-    prof = load_profile(prof_dir)
+    done = profile(req, out=folder / "profile", work=work, log=log_to_stderr)
+    print(done.summary())
+    prof = load_profile(done.folder)
     t_profile = time.perf_counter() - t0
     print(f"ofakit run: validating on {n} held-out subnets measured end to end")
-    rep = validate_profile(prof, n, seed, work=work, log=log_line)
+    rep = validate_profile(prof, n, seed, work=work, log=log_to_stderr)
     csv_path, png_path = write_outputs(rep, folder, f"this CPU, quick profile: {n} held-out subnets")
     rows = {f"quick profile, {k}": v for k, v in rep.metrics().items()}
     try:
@@ -52,19 +54,18 @@ def run_cmd(
     except ProfileError:
         shipped = None
     if shipped is not None and shipped.meta.backend == backend and shipped.meta.threads == threads:
-        from .validate import fidelity
-
-        rows[f"shipped {DEFAULT_PROFILE}, raw"] = fidelity(rep.measured, LUTPredictor(shipped).predict(rep.archs))
+        rows[f"shipped {DEFAULT_PROFILE}, raw"] = fidelity(rep.measured,
+                                                           create_predictor("lut", shipped).predict(rep.archs))
         if shipped.meta.calibration:
             rows[f"shipped {DEFAULT_PROFILE}, corrected"] = fidelity(
-                rep.measured, CalibratedLUTPredictor(shipped).predict(rep.archs))
+                rep.measured, create_predictor("calibrated", shipped).predict(rep.archs))
     print()
     print(format_table(rows))
     print(state_line(rep))
     print()
     print(f"profile {t_profile:.0f} s, validation {rep.seconds['total_s']:.0f} s, "
           f"total {time.perf_counter() - t0:.0f} s")
-    print(f"wrote {prof_dir}, {csv_path}, {png_path}")
+    print(f"wrote {done.folder}, {csv_path}, {png_path}")
 
 
 def register(app: typer.Typer) -> None:

@@ -19,7 +19,7 @@ import typer
 
 from ofa_core.errors import UserError
 
-OFA_RESOLUTIONS = "160,176,192,208,224"
+OFA_RESOLUTIONS = "160,176,192,208,224"  # predictors.constraints.OFA_RESOLUTIONS, as the option's text
 
 
 def parse_sweep(text: str) -> list[float]:
@@ -32,64 +32,6 @@ def parse_sweep(text: str) -> list[float]:
         raise UserError(f"--sweep: need 0 < LO <= HI and STEP > 0, got {text!r}")
     n = int((hi - lo) / step + 1e-9) + 1
     return [round(lo + i * step, 10) for i in range(n)]
-
-
-def latency_constraint(profile_name: str, bound: float) -> Any:
-    """A latency constraint on a device profile: its calibrated predictor when the profile has a calibration,
-    else the plain LUT sum; both with their per-op table (exact minimum, fast evaluation)."""
-    from device_profiles import load_profile
-    from ofa_core.search import Constraint
-    from predictors.lut import CalibratedLUTPredictor, LUTPredictor
-
-    prof = load_profile(profile_name)
-    if prof.meta.calibration:
-        pred: Any = CalibratedLUTPredictor(prof)
-        table = pred.folded_table()
-    else:
-        pred = LUTPredictor(prof)
-        table = prof.table()
-    return Constraint(f"latency[{prof.name}]", pred, float(bound), "ms", table), prof
-
-
-def build_constraints(profiles: List[str], latencies: List[float], flops: Optional[float], params: Optional[float],
-                      width: Optional[float], resolutions: tuple[int, ...], sweep: bool) -> tuple[list, float]:
-    """Constraints in order (latency per profile, then FLOPs, parameters) and the width they imply."""
-    from ofa_core.search import flops_constraint, params_constraint
-
-    need = len(profiles) - 1 if sweep else len(profiles)
-    if sweep and not profiles:
-        raise UserError("--sweep: needs a --profile (the first one's latency is swept)")
-    if len(latencies) != need:
-        what = "the second and later --profile" if sweep else "each --profile"
-        raise UserError(f"--latency: give one per {what} in order ({need} expected, got {len(latencies)})")
-    for v, name in [(v, "--latency") for v in latencies] + [(flops, "--flops"), (params, "--params")]:
-        if v is not None and not v > 0:
-            raise UserError(f"{name}: must be > 0, got {v}")
-    constraints, widths = [], set()
-    bounds = ([float("inf")] if sweep else []) + list(latencies)
-    for name, bound in zip(profiles, bounds):
-        c, prof = latency_constraint(name, bound)
-        constraints.append(c)
-        widths.add(prof.meta.width)
-        missing = [r for r in resolutions if r not in prof.meta.resolutions]
-        if missing:
-            raise UserError(f"--resolutions: {missing[0]} is not in profile {prof.name!r} "
-                            f"({prof.meta.resolutions[0]}..{prof.meta.resolutions[-1]})")
-    if len(widths) > 1:
-        raise UserError(f"--profile: the profiles describe different widths ({sorted(widths)})")
-    if widths:
-        w = widths.pop()
-        if width is not None and abs(width - w) > 1e-9:
-            raise UserError(f"--width: {width} differs from the profiles' width {w}")
-    else:
-        w = 1.0 if width is None else width
-    if flops is not None:
-        constraints.append(flops_constraint(flops, w, resolutions))
-    if params is not None:
-        constraints.append(params_constraint(params, w, resolutions))
-    if not constraints:
-        raise UserError("no constraint: give --profile NAME --latency MS, --flops or --params")
-    return constraints, w
 
 
 def write_front(results: list, bounds: list[float], constraints: list, out: Path) -> tuple[Path, Path]:
@@ -157,6 +99,12 @@ def register(app: typer.Typer) -> None:
                                                                   "latency bound; --out names the CSV."),
         out: Optional[Path] = typer.Option(None, "--out", "-o", help="Arch JSON (ready for `ofakit export`); "
                                                                      "with --sweep the front's CSV."),
+        predictor: List[str] = typer.Option([], "--predictor", help="Latency predictor of every --profile (lut or "
+                                                                     "calibrated; default: calibrated where the "
+                                                                     "profile has a calibration, else lut), or a "
+                                                                     "saved predictor folder (fit-latency, "
+                                                                     "few-shot: a device of its own, its --latency "
+                                                                     "after the profiles'); repeatable."),
     ) -> None:
         """Find the most accurate subnet that meets every bound (predicted accuracy, predicted latency)."""
         from threadpoolctl import threadpool_limits
@@ -165,14 +113,21 @@ def register(app: typer.Typer) -> None:
         from ofa_core.search import EvolutionSearch, SearchConfig
         from ofa_core.search import sweep as run_sweep
         from predictors.accuracy import load_accuracy_predictor
+        from predictors.constraints import build_constraints
+        from predictors.registry import is_predictor_folder
 
-        from .profile import parse_resolutions
+        from ..workflows import parse_resolutions
 
         res = parse_resolutions(resolutions)
         bounds = parse_sweep(sweep) if sweep is not None else []
         if sweep is not None and out is None:
             raise UserError("--sweep: give --out FILE.csv for the front")
-        constraints, w = build_constraints(profile, latency, flops, params, width, res, sweep is not None)
+        saved = [p for p in predictor if is_predictor_folder(p)]
+        named = [p for p in predictor if p not in saved]
+        if len(named) > 1:
+            raise UserError(f"--predictor: name one registered predictor for every --profile, got {named}")
+        constraints, w = build_constraints(profile, latency, flops, params, width, res, sweep is not None,
+                                           named[0] if named else None, saved)
         kw: dict[str, Any] = dict(population=population, parent_ratio=parent_ratio, mutation_ratio=mutation_ratio,
                                   mutate_prob=mutate_prob, resolution_mutate_prob=mutate_prob, resolutions=res, width=w)
         if generations is not None:

@@ -286,11 +286,15 @@ def load_tflite(path: str, threads: int) -> Callable[[], Any]:
     return interp.invoke
 
 
+# This file runs alone on boards, so it keeps its own map of the runtimes above; a test checks that it agrees
+# with the backend classes (profiler.backends: runtime_modules of every backend with on_boards).
+RUNTIME_MODULES = {"onnxruntime": ("onnxruntime",), "tflite": ("ai_edge_litert", "tflite_runtime")}
+
+
 def runtime_versions(backend: str) -> Dict[str, str]:
     """Versions of the backend's runtime package (empty when it is not installed)."""
-    mods = {"onnxruntime": ("onnxruntime",), "tflite": ("ai_edge_litert", "tflite_runtime")}.get(backend, ())
     out = {}
-    for m in mods:
+    for m in RUNTIME_MODULES.get(backend, ()):
         try:
             mod = __import__(m)
         except ImportError:

@@ -5,12 +5,19 @@ the timing worker that loads and times such files (:meth:`Backend.worker_argv`).
 is imported by :func:`get_backend`, so adding a backend means adding one file with a ``@register_backend`` class.
 A backend with options takes them as a name suffix (``torch-cuda-graph-b64`` is ``torch-cuda`` with options
 ``graph-b64``, see :meth:`Backend.from_options`), so the name alone says what was measured.
+
+The backend class is the one source of its runtime's metadata: the modules that provide it
+(``runtime_modules``, tried in order), its pip name (``pip_name``) and whether boards can run it
+(``on_boards``: the agent file times it with its own stdlib+numpy worker). Inventory checks, ``ofakit devices
+check`` hints and the board probe all derive from these (:func:`board_backends`).
 """
 from __future__ import annotations
 
+import fnmatch
 import importlib
 import pkgutil
 import sys
+import warnings
 from typing import Any, Callable, TypeVar
 
 from ofa_core.errors import UserError
@@ -25,6 +32,9 @@ B = TypeVar("B", bound=type)
 def register_backend(name: str) -> Callable[[B], B]:
     """Class decorator: make ``cls`` available as backend ``name``."""
     def deco(cls: B) -> B:
+        if name in _REGISTRY and _REGISTRY[name] is not cls:
+            warnings.warn(f"backend {name!r} registered twice: {_REGISTRY[name].__qualname__} is replaced by "
+                          f"{cls.__qualname__}", RuntimeWarning, stacklevel=2)
         cls.name = name
         _REGISTRY[name] = cls
         return cls
@@ -38,6 +48,9 @@ class Backend:
     format: str = ""
     suffix: str = ""
     device: str = "cpu"  # what it measures on: "cpu" (this machine's or a board's) or "gpu"
+    runtime_modules: tuple[str, ...] = ()  # modules that provide the runtime, preferred first
+    pip_name: str = ""  # what to pip-install for the runtime
+    on_boards: bool = False  # the agent file times it on boards (stdlib + numpy + the runtime module)
 
     @classmethod
     def from_options(cls, text: str) -> "Backend | None":
@@ -91,9 +104,24 @@ def _with_options(name: str) -> Backend | None:
     return None
 
 
-def list_backends() -> list[str]:
+def list_backends(pattern: str = "*") -> list[str]:
+    """Registered backend names matching the shell-style ``pattern``."""
     _load_all()
-    return sorted(_REGISTRY)
+    return sorted(n for n in _REGISTRY if fnmatch.fnmatchcase(n, pattern))
+
+
+def backend_class(name: str) -> type[Backend]:
+    """The class registered as ``name`` (no availability check: e.g. a board's runtime may be missing here)."""
+    _load_all()
+    if name not in _REGISTRY:
+        raise UserError(f"unknown backend {name!r} (known: {', '.join(sorted(_REGISTRY))})")
+    return _REGISTRY[name]
+
+
+def board_backends() -> dict[str, type[Backend]]:
+    """The backends boards can run, by name."""
+    _load_all()
+    return {n: c for n, c in sorted(_REGISTRY.items()) if c.on_boards}
 
 
 def get_backend(name: str) -> Backend:

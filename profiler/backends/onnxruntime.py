@@ -10,6 +10,9 @@ from . import Backend, register_backend
 class OnnxRuntimeCPU(Backend):
     format = "onnx"
     suffix = ".onnx"
+    runtime_modules = ("onnxruntime",)
+    pip_name = "onnxruntime"
+    on_boards = True
 
     def unavailable(self) -> str | None:
         return None if importlib.util.find_spec("onnxruntime") else "onnxruntime is not installed"

@@ -36,6 +36,8 @@ def ort_cuda_unavailable() -> str | None:
 @register_backend("onnxruntime-cuda")
 class OnnxRuntimeCUDA(OnnxRuntimeCPU):
     device = "gpu"
+    pip_name = "onnxruntime-gpu"
+    on_boards = False
 
     def __init__(self, batch: int = 1):
         self.batch = int(batch)

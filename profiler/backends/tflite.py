@@ -11,9 +11,12 @@ from . import Backend, register_backend
 class TFLiteCPU(Backend):
     format = "tflite"
     suffix = ".tflite"
+    runtime_modules = ("ai_edge_litert", "tflite_runtime")
+    pip_name = "tflite-runtime"  # the board wheel (numpy<2 builds); ai-edge-litert on a desktop
+    on_boards = True
 
     def unavailable(self) -> str | None:
-        if not (importlib.util.find_spec("ai_edge_litert") or importlib.util.find_spec("tflite_runtime")):
+        if not any(importlib.util.find_spec(m) for m in self.runtime_modules):
             return "needs ai-edge-litert or tflite-runtime (pip install 'ofakit[tflite]')"
         if not importlib.util.find_spec("litert_torch"):
             return "building .tflite files needs litert-torch (pip install 'ofakit[tflite]')"

@@ -18,6 +18,8 @@ from . import Backend, register_backend
 class TorchCPU(Backend):
     format = "torch"
     suffix = ".json"
+    runtime_modules = ("torch",)
+    pip_name = "torch"
 
     def build(self, item: Item, path: str) -> None:
         atomic_write_text(path, json.dumps({"kind": item.kind, "spec": item.spec}))

@@ -7,20 +7,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from profiler.backends import board_backends
+
 from .inventory import Device
 from .ssh import Connection, RemoteError
 
 PROBE_FILE = Path(__file__).with_name("probe.py")
 MIN_PYTHON = (3, 7)
-RUNTIME_MODULES = {"onnxruntime": ("onnxruntime",), "tflite": ("tflite_runtime", "ai_edge_litert")}
-RUNTIME_PIP = {"onnxruntime": "onnxruntime", "tflite": "tflite-runtime"}
+RUNTIME_MODULES = {n: c.runtime_modules for n, c in board_backends().items()}  # from the backend classes
+RUNTIME_PIP = {n: c.pip_name for n, c in board_backends().items()}
 HOT_C = 80.0
 
 
 def run_probe(conn: Connection, mode: str = "full") -> dict[str, Any]:
     """Pipe the stdlib-only probe into the board's Python (``-I``: no user site, no PYTHONPATH) and parse it."""
     python = conn.python()
-    res = conn.run([python, "-I", "-", mode], stdin=PROBE_FILE.read_text(encoding="utf-8"), check=False)
+    modules = sorted({m for ms in RUNTIME_MODULES.values() for m in ms})
+    res = conn.run([python, "-I", "-", mode, *modules], stdin=PROBE_FILE.read_text(encoding="utf-8"), check=False)
     if res.rc == 127 or "not found" in res.stderr and not res.stdout:
         raise RemoteError(f"{conn.device.name}: no Python at {python!r} on the board (install python3 or set "
                           "`python:` in the inventory)")

@@ -20,12 +20,11 @@ from ofa_core.ops import enumerate_ops
 from ofa_core.space import space_for_width
 from profiler.backends import get_backend
 from profiler.builder import Builder
+from profiler.devices import RemoteSettings, Runner, board_target
 from profiler.items import Item
 from profiler.pipeline import ProfileRequest
 
 from .inventory import Device
-from .runner import SSHRunner
-from .ssh import SSHOptions
 
 log = logging.getLogger("ofakit.remote")
 
@@ -109,33 +108,33 @@ class FleetDisplay:
         self.console.print(table)
 
 
-def profile_boards(devices: Sequence[Device], request: Callable[[Device], ProfileRequest], options: SSHOptions,
-                   run_one: Callable[[Device, SSHRunner, Callable[[str], None]], Path], *,
-                   reconnects: int = 3, console: Any = None,
-                   raise_single: bool = True) -> list[BoardOutcome]:
-    """Profile ``devices`` in parallel. ``request(device)`` is each board's request (used to build the models
-    once per backend before the boards start); ``run_one(device, runner, log)`` profiles one board with its
-    :class:`SSHRunner` and returns the saved profile's folder. With one board and ``raise_single`` its error is
-    raised (one clear line); otherwise errors land in the outcomes and the summary table."""
+def profile_boards(boards: Sequence[tuple[Device, ProfileRequest]], remote: RemoteSettings,
+                   run_one: Callable[[ProfileRequest, Runner, Callable[[str], None]], Path], *,
+                   console: Any = None, raise_single: bool = True) -> list[BoardOutcome]:
+    """Profile boards in parallel, each with its own request (device, backend and threads filled in; used to
+    build the models once per backend before the boards start). ``run_one(request, runner, log)`` profiles one
+    board with the runner :func:`profiler.devices.board_target` gives it and returns the saved profile's folder.
+    With one board and ``raise_single`` its error is raised (one clear line); otherwise errors land in the
+    outcomes and the summary table."""
     from device_profiles import load_profile
 
-    if not devices:
+    if not boards:
         raise UserError("no devices to profile")
-    reqs = {d.name: request(d) for d in devices}
-    names = [r.name for r in reqs.values()]
+    devices = [d for d, _ in boards]
+    reqs = {d.name: r for d, r in boards}
+    names = [r.profile_name for r in reqs.values()]
     if len(set(names)) != len(names):
         raise UserError(f"two boards would write the same profile ({names}); give them different names")
     display = FleetDisplay(devices, console)
-    outcomes: dict[str, BoardOutcome] = {d.name: BoardOutcome(d.name, reqs[d.name].name) for d in devices}
+    outcomes = {d.name: BoardOutcome(d.name, reqs[d.name].profile_name) for d in devices}
     errors: dict[str, BaseException] = {}
 
     def one(dev: Device) -> None:
         req, out = reqs[dev.name], outcomes[dev.name]
         t0 = time.perf_counter()
         try:
-            runner = SSHRunner(dev, get_backend(req.backend), options, reconnects, on_event=display.event,
-                               threads=req.threads)
-            out.folder = run_one(dev, runner, lambda s: display.status(dev.name, s))
+            target = board_target(dev, req.backend, req.threads, remote, on_event=display.event)
+            out.folder = run_one(req, target.runner, lambda s: display.status(dev.name, s))
             prof = load_profile(out.folder)
             out.thermal = prof.meta.environment.get("thermal")
             out.failed = len(prof.meta.errors)

@@ -39,7 +39,6 @@ from typing import Any, Iterable, Mapping
 from ofa_core.errors import UserError
 
 INVENTORY_ENV = "OFAKIT_INVENTORY"
-BACKENDS = ("tflite", "onnxruntime")
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _SECRET_FIELDS = ("password", "passphrase", "ansible_password", "key_passphrase")
 
@@ -138,8 +137,10 @@ def _validate_fields(where: str, raw: Mapping[str, Any]) -> dict[str, Any]:
                 raise bad("an integer thread count 1..256")
             out[key] = value
         elif key == "backend":
-            if value not in BACKENDS:
-                raise bad(f"one of {', '.join(BACKENDS)}")
+            from profiler.backends import board_backends
+
+            if value not in board_backends():
+                raise bad(f"one of {', '.join(board_backends())}")
             out[key] = value
         elif key == "taskset":
             out[key] = None if value is None else _parse_taskset(where, value)
@@ -196,7 +197,7 @@ def parse_inventory(data: Any, path: Path) -> Inventory:
         raise InventoryError(f"{f}: version {top['version']!r} is not supported (this ofakit reads version 1)")
     defaults = _validate_fields(f"{f}: defaults", _mapping(f"{f}: defaults", top.get("defaults"), "defaults"))
     devices_raw = _mapping(f, top.get("devices"), "'devices'")
-    from profiler.pipeline import LOCAL_DEVICES
+    from profiler.runner import LOCAL_DEVICES
 
     for name in devices_raw:
         _check_name(f"{f}: devices", "device", name)

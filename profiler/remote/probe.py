@@ -1,7 +1,8 @@
 """Board probe: what a board has (Python, numpy, runtimes, CPU) and its thermal state, as JSON on stdout.
 
 This file runs ON THE BOARD with nothing but the standard library of Python >= 3.7: the host pipes its source
-into the board's interpreter (``python3 -I - state``), so nothing is uploaded and it works even where numpy or
+into the board's interpreter (``python3 -I - full MODULE...``, the host naming the runtime modules of the
+backends boards run), so nothing is uploaded and it works even where numpy or
 the runtime is missing (that is what it reports). Modes: ``full`` (everything, for ``ofakit devices check``)
 and ``state`` (cheap: temperatures, throttle flags, clock; recorded before every measurement batch).
 
@@ -15,7 +16,6 @@ import platform
 import subprocess
 import sys
 
-RUNTIMES = {"onnxruntime": ["onnxruntime"], "tflite": ["tflite_runtime", "ai_edge_litert"]}
 THROTTLE_BITS = {0: "under_voltage", 1: "freq_capped", 2: "throttled", 3: "soft_temp_limit",
                  16: "under_voltage_occurred", 17: "freq_capped_occurred", 18: "throttled_occurred",
                  19: "soft_temp_limit_occurred"}
@@ -121,8 +121,8 @@ def _which(tool):
     return shutil.which(tool) is not None
 
 
-def full():
-    """Everything ``ofakit devices check`` reports."""
+def full(modules):
+    """Everything ``ofakit devices check`` reports; ``modules``: the runtime modules to try importing."""
     import sysconfig
     stdlib = sysconfig.get_paths().get("stdlib") or ""
     mem = None
@@ -137,7 +137,7 @@ def full():
                           .get("PRETTY_NAME", "").strip('"') or None)},
         "cpu": cpu(), "memory_mb": mem,
         "tools": {t: _which(t) for t in ("taskset", "vcgencmd")},
-        "packages": {n: package(n) for n in ["numpy"] + [m for ms in RUNTIMES.values() for m in ms]},
+        "packages": {n: package(n) for n in ["numpy"] + list(modules)},
         "state": state(),
     }
 
@@ -145,9 +145,9 @@ def full():
 def main(argv):
     mode = argv[0] if argv else "full"
     if mode not in ("full", "state"):
-        sys.stderr.write("usage: probe.py [full|state]\n")
+        sys.stderr.write("usage: probe.py [full [MODULE...]|state]\n")
         return 2
-    sys.stdout.write(json.dumps(full() if mode == "full" else state()) + "\n")
+    sys.stdout.write(json.dumps(full(argv[1:]) if mode == "full" else state()) + "\n")
     return 0
 
 

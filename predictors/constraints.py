@@ -1,0 +1,96 @@
+"""Search constraints from device profiles and saved predictors: a latency bound per device, FLOPs, parameters.
+
+A profile's latency constraint uses :func:`predictors.registry.default_predictor` (or the named one) together
+with its per-op table (exact minimum, fast evaluation); a saved predictor folder (fit-latency, few-shot) is a
+device of its own and has no table (the search then finds the smallest value by evaluating small configs).
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Optional, Sequence
+
+from ofa_core.errors import ParameterError, UserError
+
+from .registry import create_predictor, default_predictor
+
+if TYPE_CHECKING:
+    from device_profiles import Profile
+    from ofa_core.search import Constraint
+
+OFA_RESOLUTIONS = (160, 176, 192, 208, 224)
+
+
+def latency_constraint(profile: "str | Profile", bound: float, predictor: Optional[str] = None
+                       ) -> tuple["Constraint", "Profile"]:
+    """A latency constraint on a device profile with ``predictor`` (a registered name; default: the calibrated
+    predictor when the profile has a calibration, else the plain LUT sum) and its per-op table."""
+    from device_profiles import load_profile
+    from ofa_core.search import Constraint
+
+    prof = load_profile(profile) if isinstance(profile, str) else profile
+    pred = create_predictor(predictor or default_predictor(prof), prof)
+    table = pred.folded_table() if hasattr(pred, "folded_table") else prof.table()
+    return Constraint(f"latency[{prof.name}]", pred, float(bound), "ms", table), prof
+
+
+def saved_latency_constraint(folder: str, bound: float) -> tuple["Constraint", float]:
+    """A latency constraint from a saved predictor folder (it carries its own device data) and its width."""
+    from pathlib import Path
+
+    from ofa_core.search import Constraint
+
+    pred = create_predictor(folder)
+    return Constraint(f"latency[{Path(folder).name}]", pred, float(bound), "ms"), float(getattr(pred, "width_", 1.0))
+
+
+def build_constraints(profiles: Sequence[str] = (), latencies: Sequence[float] = (), flops: Optional[float] = None,
+                      params: Optional[float] = None, width: Optional[float] = None,
+                      resolutions: Sequence[int] = OFA_RESOLUTIONS, sweep: bool = False,
+                      predictor: Optional[str] = None, saved: Sequence[str] = ()) -> tuple[list["Constraint"], float]:
+    """Constraints in order (latency per profile, then per saved predictor folder, then FLOPs and parameters) and
+    the width they imply. ``latencies``: one bound per profile and saved predictor in that order; with ``sweep``
+    the first one's bound is swept, so it gets none. ``predictor``: the registered predictor every profile uses
+    (default: each profile's :func:`~predictors.registry.default_predictor`)."""
+    from ofa_core.search import flops_constraint, params_constraint
+
+    sources: list[tuple[str, bool]] = [(p, False) for p in profiles] + [(f, True) for f in saved]
+    need = len(sources) - 1 if sweep else len(sources)
+    if sweep and not sources:
+        raise ParameterError("sweep", "needs a device profile or saved predictor (the first one's latency is "
+                                      "swept)")
+    if len(latencies) != need:
+        what = "the second and later device" if sweep else "each device (profile or saved predictor)"
+        raise ParameterError("latency", f"give one bound per {what} in order ({need} expected, got "
+                                        f"{len(latencies)})")
+    for v, name in [(v, "latency") for v in latencies] + [(flops, "flops"), (params, "params")]:
+        if v is not None and not v > 0:
+            raise ParameterError(name, f"must be > 0, got {v}")
+    constraints, widths = [], set()
+    bounds = ([float("inf")] if sweep else []) + list(latencies)
+    for (name, is_saved), bound in zip(sources, bounds):
+        if is_saved:
+            c, w = saved_latency_constraint(name, bound)
+            constraints.append(c)
+            widths.add(w)
+            continue
+        c, prof = latency_constraint(name, bound, predictor)
+        constraints.append(c)
+        widths.add(prof.meta.width)
+        missing = [r for r in resolutions if r not in prof.meta.resolutions]
+        if missing:
+            raise ParameterError("resolutions", f"{missing[0]} is not in profile {prof.name!r} "
+                                                f"({prof.meta.resolutions[0]}..{prof.meta.resolutions[-1]})")
+    if len(widths) > 1:
+        raise ParameterError("profile", f"the devices describe different widths ({sorted(widths)})")
+    if widths:
+        w = widths.pop()
+        if width is not None and abs(width - w) > 1e-9:
+            raise ParameterError("width", f"{width} differs from the devices' width {w}")
+    else:
+        w = 1.0 if width is None else width
+    if flops is not None:
+        constraints.append(flops_constraint(flops, w, resolutions))
+    if params is not None:
+        constraints.append(params_constraint(params, w, resolutions))
+    if not constraints:
+        raise UserError("no constraint: give a device profile with a latency bound, a FLOPs or a parameter bound")
+    return constraints, w
