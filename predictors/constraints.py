@@ -58,8 +58,8 @@ def build_constraints(profiles: Sequence[str] = (), latencies: Sequence[float] =
         raise ParameterError("sweep", "needs a device profile or saved predictor (the first one's latency is "
                                       "swept)")
     if len(latencies) != need:
-        what = "the second and later device" if sweep else "each device (profile or saved predictor)"
-        raise ParameterError("latency", f"give one bound per {what} in order ({need} expected, got "
+        what = "device after the first" if sweep else "device"
+        raise ParameterError("latency", f"give one bound per {what} (profile or saved predictor) in order ({need} expected, got "
                                         f"{len(latencies)})")
     for v, name in [(v, "latency") for v in latencies] + [(flops, "flops"), (params, "params")]:
         if v is not None and not v > 0:

@@ -58,11 +58,14 @@ def test_predict_default_profile_lut_and_calibrated(tmp_path, capsys):
 
     arch = ArchConfig([5] * 20, [4] * 20, [3] * 5, 192, 1.0)
     path = _arch_file(tmp_path, arch)
-    assert main(["predict", str(path)]) == 0
+    assert main(["predict", str(path), "--predictor", "lut"]) == 0
     lut = float(capsys.readouterr().out.split()[0])
     assert main(["predict", str(path), "--predictor", "calibrated"]) == 0
     cal = float(capsys.readouterr().out.split()[0])
+    assert main(["predict", str(path)]) == 0  # the default: calibrated, as the shipped profile has a calibration
+    default = float(capsys.readouterr().out.split()[0])
     prof = load_profile(DEFAULT_PROFILE)
+    assert prof.meta.calibration and default == cal
     assert lut == pytest.approx(prof.table().evaluate([arch])[0], abs=5e-4)
     assert cal == pytest.approx(CalibratedLUTPredictor(prof).predict([arch])[0], abs=5e-4)
 

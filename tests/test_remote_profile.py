@@ -244,3 +244,25 @@ def test_bare_python_really_lacks_other_packages(tmp_path):
     found = json.loads(subprocess.run([str(py), "-I", "-c", code], check=True, capture_output=True,
                                       text=True).stdout)
     assert found == ["numpy", "onnxruntime"]
+
+
+def test_op_timeout_reaches_the_boards_agent(env, sshd_server, tmp_path, capsys):
+    """`--op-timeout` is part of the request built once: the agent on the board runs with it (it used to be 60 s
+    whatever the option said). The board's Python is a wrapper that logs its command line, then runs this one."""
+    from sshd import BOARD_PYTHON
+
+    argv_log = tmp_path / "board-argv.log"
+    wrapper = tmp_path / "board-python"
+    wrapper.write_text(f'#!/bin/sh\nprintf "%s\\n" "$*" >> {argv_log}\nexec {BOARD_PYTHON} "$@"\n')
+    wrapper.chmod(0o755)
+    trust(sshd_server, env / "known_hosts")
+    inv = env / "devices.yaml"
+    inv.write_text(inventory_text({"pi": (sshd_server, {"python": str(wrapper)})}))
+    assert main(["profile", "pi", *FAST, "-i", str(inv), "--op-timeout", "7.5"]) == 0
+    measure = [ln.split() for ln in argv_log.read_text().splitlines() if " measure " in f" {ln} "]
+    assert measure and all(a[a.index("--timeout") + 1] == "7.5" for a in measure)
+    from device_profiles import load_profile
+
+    assert load_profile("pi-onnxruntime-1t").meta.method["job"]["timeout_s"] == 7.5
+    assert main(["profile", "pi", *FAST, "-i", str(inv), "--op-timeout", "0"]) == 2  # typer's min=0.1
+    assert "--op-timeout" in capsys.readouterr().err

@@ -256,8 +256,8 @@ def test_cli_sweep_writes_a_monotone_front(profile_dir, capsys, tmp_path):
 
 @pytest.mark.parametrize("args, expected", [
     (["--profile", "note10", "--latency", "5"], "latency[note10] <= 5 ms cannot be met: the smallest achievable is"),
-    (["--profile", "note10"], "--latency: give one per each --profile"),
-    (["--latency", "25"], "--latency: give one per each --profile"),
+    (["--profile", "note10"], "--latency: give one bound per device"),
+    (["--latency", "25"], "--latency: give one bound per device"),
     ([], "no constraint"),
     (["--profile", "nosuch", "--latency", "25"], "no device profile 'nosuch'"),
     (["--profile", "note10", "--latency", "25", "--resolutions", "128,160"], "--resolutions: 128 is not in profile"),

@@ -92,7 +92,7 @@ def test_report_adds_a_state_adjusted_row_only_with_a_factor() -> None:
     bare = ValidationReport("p", archs, measured, measured, corrected)
     assert set(bare.metrics()) == {"raw", "corrected"} and bare.adjusted is None
     assert "not measured" in state_line(bare)
-    with pytest.raises(UserError, match="--anchors"):
+    with pytest.raises(UserError, match="^anchors: must"):
         validate_profile(_measured_profile(), 3, 0, anchors=-1)
 
 
