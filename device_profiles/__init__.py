@@ -17,12 +17,15 @@ import math
 import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 from ofa_core.errors import UserError
 from ofa_core.fileio import atomic_write_text  # noqa: F401 - re-exported for profile writers
 from ofa_core.ops import MissingOpError, OpSpec, SlotTable
 from ofa_core.space import DEFAULT_RESOLUTIONS, space_for_width
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 SCHEMA_VERSION = 1
 SHIPPED_DIR = Path(__file__).resolve().parent
@@ -121,6 +124,15 @@ class Profile:
                     raise KeyError(op.key) from None
             self._table = SlotTable(space_for_width(self.meta.width), self.meta.resolutions, value)
         return self._table
+
+    def to_frame(self) -> "pd.DataFrame":
+        """The LUT as a pandas DataFrame (one row per op and resolution, the columns of ``lut.csv``), with the
+        metadata (``profile.json``'s fields) in ``.attrs``. Files on disk stay CSV/JSON."""
+        import pandas as pd
+
+        df = pd.DataFrame([[getattr(s, c) for c in LUT_COLUMNS] for s in self], columns=list(LUT_COLUMNS))
+        df.attrs.update(asdict(self.meta))
+        return df
 
     # --- persistence ---------------------------------------------------------------------------
     def save(self, folder: str | os.PathLike | None = None) -> Path:
