@@ -59,8 +59,8 @@ def build_constraints(profiles: Sequence[str] = (), latencies: Sequence[float] =
                                       "swept)")
     if len(latencies) != need:
         what = "device after the first" if sweep else "device"
-        raise ParameterError("latency", f"give one bound per {what} (profile or saved predictor) in order ({need} expected, got "
-                                        f"{len(latencies)})")
+        raise ParameterError("latency", f"give one bound per {what} (profile or saved predictor) in order "
+                                        f"({need} expected, got {len(latencies)})")
     for v, name in [(v, "latency") for v in latencies] + [(flops, "flops"), (params, "params")]:
         if v is not None and not v > 0:
             raise ParameterError(name, f"must be > 0, got {v}")

@@ -187,8 +187,8 @@ def profile_device(req: ProfileRequest, work_dir: str | Path | None = None, cach
     cal = req.calibration_archs()
     items = [Item.op(op) for op in ops.values()] + [Item.subnet(a) for a in cal]
     if log:
-        log(f"{req.profile_name}: {len(ops)} distinct ops at {len(measured_res)} resolution(s) + {len(cal)} calibration "
-            f"subnets, {req.job.rounds} rounds; journal {journal}")
+        log(f"{req.profile_name}: {len(ops)} distinct ops at {len(measured_res)} resolution(s) + {len(cal)} "
+            f"calibration subnets, {req.job.rounds} rounds; journal {journal}")
     summaries, secs = measure_items(items, req.backend, runner, journal, req.job, cache, req.build_jobs, log)
 
     rows, errors = [], []

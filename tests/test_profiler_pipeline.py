@@ -47,13 +47,14 @@ def test_builder_caches_models_and_records_failures(tmp_path: Path) -> None:
 
 
 def test_torch_backend_measures_ops_and_a_subnet(tmp_path: Path) -> None:
-    from profiler.pipeline import measure_items, runner_for
+    from profiler.devices import resolve
+    from profiler.pipeline import measure_items
 
     ops = [op for op in resolution_ops(SPEC, 128) if op.kind in ("AvgPool2D", "Logits")]
     arch = sample_batch(np.random.default_rng(0), 1, resolutions=[128]).to_configs()[0]
     items = [Item.op(op) for op in ops] + [Item.subnet(arch)]
     job = agent.JobSettings(agent.TimingSettings(1, 0.0, 3, 0.002), rounds=2, extra_rounds=0)
-    summ, secs = measure_items(items, "torch", runner_for("cpu", "torch", 1), tmp_path / "j.jsonl", job, tmp_path)
+    summ, secs = measure_items(items, "torch", resolve("cpu", "torch", 1).runner, tmp_path / "j.jsonl", job, tmp_path)
     assert all(summ[it.id].ok and summ[it.id].rounds == 2 for it in items)
     assert summ[Item.subnet(arch).id].ms > max(summ[op.key].ms for op in ops)  # a network vs two head ops
 

@@ -54,7 +54,7 @@ def test_defaults_groups_and_device_precedence(tmp_path):
 
 @pytest.mark.parametrize("text, words", [
     ("devices:\n  pi: {host: h, port: 70000}\n", ["device 'pi'", "'port'", "1..65535"]),
-    ("devices:\n  pi: {host: h, backend: tensorrt}\n", ["device 'pi'", "'backend'", "tflite, onnxruntime"]),
+    ("devices:\n  pi: {host: h, backend: tensorrt}\n", ["device 'pi'", "'backend'", "onnxruntime, tflite"]),
     ("devices:\n  pi: {host: h, password: hunter2}\n", ["device 'pi'", "'password'", "ssh-agent"]),
     ("devices:\n  pi: {host: h, hots: x}\n", ["device 'pi'", "unknown field 'hots'"]),
     ("devices:\n  pi: {port: 22}\n", ["device 'pi'", "'host' is required"]),
