@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -276,3 +277,23 @@ def test_cli_mistakes_give_one_line_and_exit_2(profile_dir, capsys, args, expect
     code, out, err = cli(capsys, "search", *args)
     assert code == 2
     assert err.count("\n") == 1 and err.startswith("ofakit: error:") and expected in err, err
+
+
+def test_cli_predictor_option_names_the_latency_predictor_or_a_saved_one(profile_dir, capsys, tmp_path, note10):
+    """`--predictor lut` drives every --profile's constraint; a saved predictor folder (fit-latency, few-shot) is
+    a device of its own with its --latency after the profiles'."""
+    from predictors.regressors import LatencyRegressor
+
+    b = sample_batch(np.random.default_rng(5), 40, space_for_width(1.2), RES)
+    folder = LatencyRegressor(model="ridge", profile=note10).fit(b, note10.table().evaluate(b) * 1.5).save(
+        tmp_path / "fitted")
+    common = ["--accuracy-predictor", f"ofa:{ACC_PATH}", "--population", "40", "--generations", "8", "--seed", "2"]
+    code, out, err = cli(capsys, "search", "--profile", "note10", "--latency", "25", "--predictor", "lut", *common)
+    assert code == 0, err
+    lut_ms = float(re.search(r"latency\[note10\]: ([\d.]+) ms", out).group(1))
+    code, out, err = cli(capsys, "search", "--predictor", str(folder), "--latency", "30", *common)
+    assert code == 0, err
+    saved_ms = float(re.search(r"latency\[fitted\]: ([\d.]+) ms", out).group(1))
+    assert lut_ms <= 25 and saved_ms <= 30
+    code, _, err = cli(capsys, "search", "--profile", "note10", "--latency", "25", "--predictor", "magic", *common)
+    assert code == 2 and "neither a known name" in err
