@@ -19,7 +19,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "predictors.lut": ("CalibratedLUTPredictor", "LUTPredictor"),
     "predictors.regressors": ("LatencyRegressor",),
     "predictors.fewshot": ("FewShotPredictor", "fit_few_shot"),
-    "predictors.accuracy": ("AccuracyMLP", "load_accuracy_jsonl", "load_accuracy_predictor"),
+    "predictors.accuracy": ("AccuracyMLP", "load_accuracy_frame", "load_accuracy_jsonl", "load_accuracy_predictor"),
     "predictors.registry": ("create_predictor", "default_predictor", "list_predictors", "register_predictor"),
     "predictors.constraints": ("build_constraints", "latency_constraint"),
     "profiler.backends": ("Backend", "get_backend", "list_backends", "register_backend"),

@@ -16,7 +16,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 from scipy import stats
@@ -29,6 +29,9 @@ from ofa_core.space import (D_CHOICES, E_CHOICES, ENCODING_RESOLUTIONS, KS_CHOIC
 
 from .base import Archs
 from .persist import PredictorFileError, load_bundle, save_bundle
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 ENCODINGS: dict[str, Callable[[ArchBatch], np.ndarray]] = {"ofa": encode_ofa, "general": encode_general}
 ENCODING_DIMS = {"ofa": 128, "general": 137}
@@ -413,3 +416,13 @@ def load_accuracy_jsonl(path: str | os.PathLike) -> tuple[ArchBatch, np.ndarray]
     except ArchError as exc:
         raise UserError(f"{path}: {exc}") from None
     return batch, np.asarray(acc)
+
+
+def load_accuracy_frame(path: str | os.PathLike) -> "pd.DataFrame":
+    """The accuracy records of ``path`` as a pandas DataFrame: one row per subnet (``ks``, ``e``, ``d`` as lists,
+    ``r``, ``width``, ``acc`` as a fraction). The file stays JSON lines."""
+    import pandas as pd
+
+    archs, acc = read_accuracy_records(path)
+    return pd.DataFrame([{"ks": list(a.ks), "e": list(a.e), "d": list(a.d), "r": a.r, "width": a.width, "acc": v}
+                         for a, v in zip(archs, acc)], columns=["ks", "e", "d", "r", "width", "acc"])

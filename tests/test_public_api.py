@@ -45,3 +45,38 @@ def test_the_python_api_page_snippet_runs_as_written(tmp_path):
     assert p.returncode == 0, p.stderr[-2000:]
     m = re.match(r"(\d+\.\d+)% top-1 at (\d+\.\d+) ms \(budget (\d+\.\d+) ms\): \{", p.stdout)
     assert m and 70 < float(m.group(1)) < 90 and float(m.group(2)) <= float(m.group(3))
+
+
+def test_tables_are_dataframes_and_files_stay_csv_json(tmp_path):
+    import json
+
+    import numpy as np
+
+    from ofakit import SearchConfig, build_constraints, front_frame, load_accuracy_frame, load_profile, sample_archs, sweep
+
+    prof = load_profile("cpu-onnxruntime-1t")
+    lut = prof.to_frame()
+    from device_profiles import LUT_COLUMNS
+
+    assert len(lut) == len(prof) and list(lut.columns) == list(LUT_COLUMNS)
+    assert lut.attrs["name"] == prof.name and lut.attrs["backend"] == prof.meta.backend
+    assert np.allclose(lut["ms"].to_numpy(), [s.ms for s in prof])
+
+    archs = sample_archs(5, prof, seed=3)
+    lines = [json.dumps({**a.to_ofa_dict(), "width": a.width, "acc": 0.7 + i / 100})
+             for i, a in enumerate(archs.to_configs())]
+    (tmp_path / "acc.jsonl").write_text("\n".join(lines) + "\n")
+    acc = load_accuracy_frame(tmp_path / "acc.jsonl")
+    assert list(acc.columns) == ["ks", "e", "d", "r", "width", "acc"] and len(acc) == 5
+    assert acc["acc"].tolist() == [0.7 + i / 100 for i in range(5)] and acc["r"].tolist() == list(archs.r)
+
+    class Bigger:  # an accuracy stand-in that prefers big subnets (the frame is what is tested here)
+        def predict(self, b):
+            return np.asarray(b.e, dtype=float).sum(axis=1) / 200
+
+    constraints, w = build_constraints([prof.name], [], resolutions=(160, 192, 224), sweep=True)
+    results = sweep(Bigger(), constraints, [3.0, 5.0], 0, SearchConfig(population=20, generations=3, width=w,
+                                                                         resolutions=(160, 192, 224)))
+    front = front_frame(results, [3.0, 5.0])
+    assert list(front["bound"]) == [3.0, 5.0] and front["accuracy"].is_monotonic_increasing
+    assert (front[f"latency[{prof.name}]"] <= front["bound"]).all() and front["arch"].str.startswith("{").all()

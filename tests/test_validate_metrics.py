@@ -139,3 +139,18 @@ def test_anchors_spread_over_the_calibration_subnets() -> None:
     assert len(set(got)) == 10 and got[0] == cal[0] and got[-1] == cal[-1]
     assert [cal.index(a) for a in got] == [0, 3, 6, 10, 13, 16, 19, 23, 26, 29]
     assert anchor_archs(prof, 50) == cal and anchor_archs(prof, 0) == [] and anchor_archs(_profile(), 5) == []
+
+
+def test_report_as_dataframes() -> None:
+    from ofakit.validation import ValidationReport, csv_text
+
+    archs = sample_batch(np.random.default_rng(9), 3, resolutions=[160]).to_configs()
+    measured = np.array([5.0, 6.0, 7.0])
+    rep = ValidationReport("p", archs, measured, measured * 0.9, measured * 1.02, state_factor=1.0)
+    df = rep.to_frame()
+    assert list(df.columns) == csv_text(rep).splitlines()[0].split(",") and len(df) == 3
+    assert df["measured_ms"].tolist() == [5.0, 6.0, 7.0] and df.attrs["profile"] == "p"
+    assert df.attrs["metrics"] == rep.metrics()
+    summary = rep.metrics_frame()
+    assert list(summary.index) == ["raw", "corrected", "state-adjusted"]
+    assert summary.loc["raw", "within10"] == 100.0 and summary.loc["raw", "within5"] == 0.0
