@@ -209,7 +209,7 @@ class CalibratedLUTPredictor(_Params):
         cal = self.profile.meta.calibration
         if not cal:
             raise not_fitted(f"profile {self.profile.name!r} has no calibration (measure one with "
-                             f"`ofakit profile`, or call fit)")
+                             f"`ofakit profile`, or call fit)", ProfileError)
         self._load(cal)
 
     def _load(self, cal: Mapping[str, Any]) -> None:

@@ -123,13 +123,14 @@ def create_predictor(spec: Optional[str] = None, profile: "Profile | None" = Non
 
 
 @functools.cache
-def _not_fitted_class() -> type:
+def _not_fitted_class(base: type) -> type:
     from sklearn.exceptions import NotFittedError
 
-    return type("NotFittedError", (NotFittedError, UserError), {"__module__": __name__})
+    return type("NotFittedError", (NotFittedError, base), {"__module__": __name__})
 
 
-def not_fitted(message: str) -> Exception:
+def not_fitted(message: str, base: type[UserError] = UserError) -> Exception:
     """An error that is scikit-learn's :class:`~sklearn.exceptions.NotFittedError` (so sklearn tools recognise it)
-    and a :class:`~ofa_core.errors.UserError` (so the CLI prints it as one line); sklearn is imported only here."""
-    return _not_fitted_class()(message)
+    and a :class:`~ofa_core.errors.UserError` ``base`` (so the CLI prints it as one line); sklearn is imported
+    only here."""
+    return _not_fitted_class(base)(message)
