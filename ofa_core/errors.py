@@ -5,9 +5,24 @@ message as one line and exits with code 2. Anything else is a bug and keeps its 
 """
 from __future__ import annotations
 
+from typing import Callable, Sequence
+
 
 class UserError(ValueError):
-    """A user mistake: reported as one line, exit code 2."""
+    """A user mistake: reported as one line, exit code 2.
+
+    A message that tells the user to set an argument names it as a ``{placeholder}`` listed in ``params``: the
+    message reads with the Python argument's name (``accept_new_host_key``), and :meth:`render` lets the command
+    line show its option instead (``--accept-new-host-key``), so library messages never name command-line flags.
+    """
+
+    def __init__(self, message: str = "", *, params: Sequence[str] = ()):
+        self.template, self.params = message, tuple(params)
+        super().__init__(self.render())
+
+    def render(self, name: Callable[[str], str] = str) -> str:
+        """The message with each argument named by ``name(argument)``."""
+        return self.template.format(**{p: name(p) for p in self.params}) if self.params else self.template
 
 
 class ArchError(UserError):
@@ -15,9 +30,13 @@ class ArchError(UserError):
 
 
 class ParameterError(UserError):
-    """A bad argument of a library call. ``param`` names it as the Python API does; the CLI shows it as the
-    matching option (``min_time`` -> ``--min-time``), so library messages never name command-line flags."""
+    """A bad value of the argument ``param``: reads ``param: detail`` (the CLI shows the matching option,
+    ``min_time`` -> ``--min-time``)."""
 
     def __init__(self, param: str, detail: str):
-        super().__init__(f"{param}: {detail}")
+        escaped = detail.replace("{", "{{").replace("}", "}}")
+        super().__init__(f"{{{param}}}: {escaped}", params=(param,))
         self.param, self.detail = param, detail
+
+    def __reduce__(self) -> tuple:  # picklable across worker processes
+        return type(self), (self.param, self.detail)

@@ -14,7 +14,7 @@ from typing import Sequence
 import click
 import typer
 
-from ofa_core.errors import ParameterError, UserError
+from ofa_core.errors import UserError
 
 # typer >= 0.2x vendors click (typer._click): its usage errors derive from typer.TyperException, not click's.
 _USAGE_ERRORS = (click.exceptions.ClickException, getattr(typer, "TyperException", click.exceptions.ClickException))
@@ -35,6 +35,11 @@ for _name in COMMAND_MODULES:
     importlib.import_module(f"ofakit.commands.{_name}").register(app)
 
 
+def option_name(param: str) -> str:
+    """The option that sets the library argument ``param`` (``min_time`` -> ``--min-time``)."""
+    return "--" + param.replace("_", "-")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns (and exits with) the command's exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -49,11 +54,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except _USAGE_ERRORS as exc:
         print(f"ofakit: error: {' '.join(exc.format_message().split())}", file=sys.stderr)  # one line
         code = 2
-    except ParameterError as exc:  # a library argument: shown as the option that set it
-        print(f"ofakit: error: --{exc.param.replace('_', '-')}: {exc.detail}", file=sys.stderr)
-        code = 2
-    except UserError as exc:
-        print(f"ofakit: error: {exc}", file=sys.stderr)
+    except UserError as exc:  # the library names arguments; the command line shows them as its options
+        print(f"ofakit: error: {exc.render(option_name)}", file=sys.stderr)
         code = 2
     except (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as exc:
         print(f"ofakit: error: {exc.filename or ''}: {exc.strerror}", file=sys.stderr)

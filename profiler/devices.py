@@ -85,8 +85,10 @@ def board(name: str, remote: RemoteSettings = RemoteSettings()) -> "Device":
         inv = load_inventory(remote.inventory)
     except InventoryError as exc:
         if remote.inventory is None:
-            raise UserError(f"unknown device {name!r}: {' and '.join(map(repr, LOCAL_DEVICES))} are this machine "
-                            f"and boards come from the device inventory ({exc})") from None
+            here = " and ".join(map(repr, LOCAL_DEVICES))
+            prefix = f"unknown device {name!r}: {here} are this machine and boards come from the device inventory"
+            raise UserError(prefix.replace("{", "{{").replace("}", "}}") + f" ({exc.template})",
+                            params=exc.params) from None
         raise
     return inv.get(name)
 

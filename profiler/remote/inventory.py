@@ -255,8 +255,8 @@ def load_inventory(path: str | os.PathLike | None = None) -> Inventory:
     try:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
-        hint = "" if path is not None else f" (pass --inventory FILE or set ${INVENTORY_ENV})"
-        raise InventoryError(f"{p}: no device inventory here{hint}") from None
+        hint = "" if path is not None else f" (pass {{inventory}} FILE or set ${INVENTORY_ENV})"
+        raise InventoryError(f"{p}: no device inventory here{hint}", params=("inventory",) if hint else ()) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise InventoryError(f"{p}: cannot read the inventory ({exc})") from None
     try:

@@ -125,8 +125,8 @@ class _HostKeyPolicy(paramiko.MissingHostKeyPolicy):
         if not self.options.accept_new_host_key:
             raise HostKeyError(
                 f"{self.device.name}: unknown host key for {hostname} ({fp}); check it on the board "
-                f"(ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub) and re-run with --accept-new-host-key to "
-                f"trust it and record it in {store}")
+                f"(ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub) and re-run with {{accept_new_host_key}} to "
+                f"trust it and record it in {store}", params=("accept_new_host_key",))
         client.get_host_keys().add(hostname, key.get_name(), key)
         with _KNOWN_HOSTS_LOCK:
             store.parent.mkdir(parents=True, exist_ok=True)
