@@ -8,6 +8,11 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 
+def literal(text: str) -> str:
+    """``text`` for a message template of a :class:`UserError` with ``params`` (its braces kept as braces)."""
+    return text.replace("{", "{{").replace("}", "}}")
+
+
 class UserError(ValueError):
     """A user mistake: reported as one line, exit code 2.
 
@@ -34,8 +39,7 @@ class ParameterError(UserError):
     ``min_time`` -> ``--min-time``)."""
 
     def __init__(self, param: str, detail: str):
-        escaped = detail.replace("{", "{{").replace("}", "}}")
-        super().__init__(f"{{{param}}}: {escaped}", params=(param,))
+        super().__init__(f"{{{param}}}: {literal(detail)}", params=(param,))
         self.param, self.detail = param, detail
 
     def __reduce__(self) -> tuple:  # picklable across worker processes

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Protocol, Sequence, runtime_checkable
 
-from ofa_core.errors import UserError
+from ofa_core.errors import UserError, literal
 
 from .agent import ofakit_agent as agent
 from .backends import get_backend
@@ -87,7 +87,7 @@ def board(name: str, remote: RemoteSettings = RemoteSettings()) -> "Device":
         if remote.inventory is None:
             here = " and ".join(map(repr, LOCAL_DEVICES))
             prefix = f"unknown device {name!r}: {here} are this machine and boards come from the device inventory"
-            raise UserError(prefix.replace("{", "{{").replace("}", "}}") + f" ({exc.template})",
+            raise UserError(f"{literal(prefix)} ({exc.template if exc.params else literal(str(exc))})",
                             params=exc.params) from None
         raise
     return inv.get(name)

@@ -38,6 +38,12 @@ def test_unknown_host_key_refused_then_accepted_and_recorded(ssh_env, sshd_serve
     err = one_line_error(capsys)
     assert "unknown host key" in err and "--accept-new-host-key" in err and "SHA256:" in err
     assert not kh.exists()
+    from profiler.devices import RemoteSettings, board as find_board
+    from profiler.remote.ssh import Connection, HostKeyError
+
+    with pytest.raises(HostKeyError) as info:  # the library names the argument, not the CLI's option
+        Connection(find_board("b", RemoteSettings(inv)), RemoteSettings(inv, retries=0).ssh_options()).open()
+    assert "re-run with accept_new_host_key" in str(info.value) and "--" not in str(info.value)
     assert main(["devices", "check", "b", "-i", str(inv), "--accept-new-host-key", "--json"]) == 0
     assert kh.read_text() == sshd_server.known_hosts_line()
     out = json.loads(capsys.readouterr().out)

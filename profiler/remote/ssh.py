@@ -28,7 +28,7 @@ from typing import BinaryIO, Callable, Iterable, Mapping, Sequence
 import paramiko
 
 from device_profiles import atomic_write_text
-from ofa_core.errors import UserError
+from ofa_core.errors import UserError, literal
 
 from .inventory import Device
 
@@ -185,7 +185,9 @@ class Connection:
                     tries = f" (after {attempt + 1} tries)" if attempt else ""
                     cls = (HostKeyError if isinstance(exc, (HostKeyError, paramiko.BadHostKeyException))
                            else AuthError if isinstance(exc, paramiko.AuthenticationException) else ConnectError)
-                    raise cls(f"{d.name} ({d.address}): {message}{tries}") from None
+                    params = exc.params if isinstance(exc, RemoteError) else ()  # arguments the fix names
+                    text = message if params else literal(message)
+                    raise cls(f"{literal(f'{d.name} ({d.address})')}: {text}{tries}", params=params) from None
                 wait = min(o.backoff * 2 ** attempt, 30.0)
                 log.info("%s: %s; retrying in %.1fs", d.name, message, wait)
                 time.sleep(wait)
@@ -220,8 +222,9 @@ class Connection:
     def _explain(self, exc: BaseException) -> str | None:
         """One-line reason for a connection failure, or None for an exception we do not know."""
         d = self.device
-        if isinstance(exc, RemoteError):
-            return str(exc).split(": ", 1)[-1] if str(exc).startswith(d.name) else str(exc)
+        if isinstance(exc, RemoteError):  # the message's template when it names arguments (see UserError.render)
+            text = exc.template if exc.params else str(exc)
+            return text.split(": ", 1)[-1] if text.startswith(d.name) else text
         if isinstance(exc, paramiko.BadHostKeyException):
             return (f"host key for {exc.hostname} differs from the recorded one (got {fingerprint(exc.key)}); the "
                     f"board was reinstalled or someone is intercepting the connection. If the change is expected, "
