@@ -6,6 +6,8 @@
 - :mod:`profiler.builder` — the host-side Builder (cached model files, built in parallel).
 - :mod:`profiler.agent.ofakit_agent` — the timing core and measurement loop, one file that also runs on boards.
 - :mod:`profiler.runner` — the local Runner (``profiler.remote`` has the SSH one).
+- :mod:`profiler.devices` — the Runner protocol and the one resolver from a device name (``cpu``, ``gpu``, a
+  board, a fleet member) to its runner; ``RemoteSettings`` for boards.
 - :mod:`profiler.pipeline` — profiling and subnet-measuring jobs, journal -> :class:`device_profiles.Profile`.
 - :mod:`profiler.interpolate` — quick mode: ops of unmeasured resolutions from measured ones.
 """
