@@ -74,8 +74,8 @@ def load_saved_predictor(path: str) -> Predictor:
 
 
 def make_latency_predictor(spec: str, profile: "Profile | None" = None) -> Predictor:
-    """``spec`` is a registered name (``lut``, ``calibrated``, ...) built on ``profile``, or the path of a saved
-    predictor folder (self-contained: it does not use ``profile``)."""
+    """``spec`` is a registered name (``lut``, ``calibrated``, ...) built on ``profile``, or a saved predictor
+    (self-contained: it does not use ``profile``) given by folder or by its name in the user's profile folder."""
     from ofa_core.errors import UserError
 
     if spec in LATENCY_PREDICTORS:
@@ -84,5 +84,10 @@ def make_latency_predictor(spec: str, profile: "Profile | None" = None) -> Predi
         return LATENCY_PREDICTORS[spec](profile)
     if os.sep in spec or "/" in spec or spec.endswith(".json") or os.path.isdir(spec):
         return load_saved_predictor(spec)
+    from device_profiles.store import find
+
+    saved = find(spec, "predictor.json")
+    if saved is not None:
+        return load_saved_predictor(str(saved))
     raise UserError(f"predictor: {spec!r} is neither a known name ({', '.join(sorted(LATENCY_PREDICTORS))}) "
-                    f"nor a saved predictor folder")
+                    f"nor a saved predictor (a folder, or a name in your profile folder)")

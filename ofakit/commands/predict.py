@@ -21,6 +21,20 @@ def _hidden(text: str) -> tuple[int, ...]:
     return sizes
 
 
+def _save_target(out: Optional[Path], name: Optional[str]) -> Path:
+    """Where a fitted latency predictor goes: ``--out FOLDER``, or ``--name NAME`` in the user's profile folder
+    (then found by that name like a profile)."""
+    from device_profiles.store import write_folder
+
+    if (out is None) == (name is None):
+        raise UserError("give either --out FOLDER or --name NAME (saved in your profile folder)")
+    return out if out is not None else write_folder(name)
+
+
+NameOpt = typer.Option(None, "--name", help="Save into your profile folder under this name (use it as "
+                                            "--predictor NAME) instead of --out.")
+
+
 def register(app: typer.Typer) -> None:
     """Add `predict`, `fit-accuracy`, `fit-latency` and `fit-few-shot` to `app`."""
 
@@ -93,7 +107,8 @@ def register(app: typer.Typer) -> None:
     def fit_latency(
         data: Path = typer.Argument(..., help="Measured subnets: CSV with ks,e,d,r (JSON lists) and ms columns, "
                                               "or JSONL of arch dicts with an ms field."),
-        out: Path = typer.Option(..., "--out", "-o", help="Folder to save the regressor into."),
+        out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder to save the regressor into."),
+        name: Optional[str] = NameOpt,
         model: str = typer.Option("gbr", "--model", help="ridge, gbr or rf."),
         profile: Optional[str] = typer.Option(None, "--profile", "-p",
                                               help="Device profile whose LUT sum the regressor corrects "
@@ -109,6 +124,7 @@ def register(app: typer.Typer) -> None:
         from predictors.metrics import latency_metrics
         from predictors.regressors import LatencyRegressor, load_measured
 
+        dest = _save_target(out, name)
         archs, ms = load_measured(data, width)
         if not 0 <= holdout < 1:
             raise UserError(f"--holdout: must be in [0, 1), got {holdout}")
@@ -119,13 +135,15 @@ def register(app: typer.Typer) -> None:
         if n_test:
             typer.echo(f"held-out ({n_test} subnets): {latency_metrics(ms[test], reg.predict(archs[test]))}")
         reg = LatencyRegressor(model=model, profile=profile, random_state=seed).fit(archs, ms)
-        typer.echo(f"saved {reg.save(out)} (fitted on all {len(ms)} subnets; use it as --predictor {out})")
+        typer.echo(f"saved {reg.save(dest)} (fitted on all {len(ms)} subnets; use it as --predictor "
+                   f"{name or dest})")
 
     @app.command("fit-few-shot")
     def fit_few_shot_cmd(
         data: Path = typer.Argument(..., help="A few subnets measured on the new device (same formats as "
                                               "fit-latency), e.g. 10."),
-        out: Path = typer.Option(..., "--out", "-o", help="Folder to save the predictor into."),
+        out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder to save the predictor into."),
+        name: Optional[str] = NameOpt,
         reference: Optional[List[str]] = typer.Option(
             None, "--reference", "-r", help="Known device profile to learn from (repeatable; default: every "
                                             "known profile that covers the subnets)."),
@@ -135,9 +153,10 @@ def register(app: typer.Typer) -> None:
         from predictors.fewshot import fit_few_shot
         from predictors.regressors import load_measured
 
+        dest = _save_target(out, name)
         archs, ms = load_measured(data, width)
         model = fit_few_shot(archs, ms, references=reference or None)
         typer.echo(f"model: log ms ~ {model.description} (leave-one-out RMSE of log ms: "
                    f"{model.loo_rmse_[0]:.3f}; references: {', '.join(model.reference_names_) or 'none'})")
-        typer.echo(f"saved {model.save(out)} (use it as --predictor {out})")
+        typer.echo(f"saved {model.save(dest)} (use it as --predictor {name or dest})")
 

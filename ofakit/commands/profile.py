@@ -111,14 +111,15 @@ def profile_local(device: str, backend: str, threads: int, resolutions: str, qui
                   runner: Any = None, log: Any = log_line, extra_rounds: Optional[int] = None) -> Path:
     """Profile ``device`` and save the calibrated profile; returns its folder. ``runner``: this machine's by
     default; a board's SSHRunner when profiler.remote profiles a board."""
-    from device_profiles import profile_root
+    from device_profiles.store import write_folder
     from profiler.pipeline import profile_device
 
     req = make_request(device, backend, threads, resolutions, quick, rounds, name, calibration, seed, jobs, width,
                        quick_resolutions, min_time, extra_rounds)
+    dest = out or write_folder(req.name)
     run = profile_device(req, work, log=log, fresh=fresh, runner=runner)
     fit_calibration(run, log)
-    folder = run.profile.save(out or profile_root() / req.name)
+    folder = run.profile.save(dest)
     s = run.seconds
     print(f"{req.name}: {run.n_measured} ops measured, {run.n_interpolated} interpolated, "
           f"{len(run.profile.meta.errors)} failed; build {s['build_s']:.0f} s, measure {s['measure_s']:.0f} s, "
@@ -137,7 +138,7 @@ def measure_cmd(
     resolutions: str = typer.Option("128:224:4", "--resolutions", "-r", help="START:STOP:STEP or a comma list."),
     quick: bool = typer.Option(False, "--quick", help="Measure a few resolutions, interpolate the rest."),
     rounds: int = typer.Option(4, "--rounds", help="Interleaved measurement rounds per op."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Profile folder (default: profile root/NAME)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Profile folder (default: NAME in your profile folder)."),
     name: str = typer.Option("", "--name", help="Profile name (default: DEVICE-BACKEND-<threads>t)."),
     work: Optional[Path] = typer.Option(None, "--work", help="Journal folder (default: cache/work/NAME)."),
     fresh: bool = typer.Option(False, "--fresh", help="Discard this profile's journal and measure anew."),
@@ -180,7 +181,7 @@ def few_shot_profile(device: str, n: int, seed: int, backend: Optional[str], thr
     a few-shot latency predictor fitted on them and on every known profile's LUT."""
     import numpy as np
 
-    from device_profiles import profile_root
+    from device_profiles.store import write_folder
     from ofa_core.space import sample_batch, space_for_width
     from predictors.fewshot import fit_few_shot
     from profiler.builder import cache_root
@@ -190,6 +191,7 @@ def few_shot_profile(device: str, n: int, seed: int, backend: Optional[str], thr
         raise UserError(f"--few-shot: needs at least 4 subnets, got {n}")
     runner, backend, threads = remote_cli.device_runner(device, backend, threads, remote)
     name = name or f"{device}-{backend}-{threads}t-fewshot{n}"
+    dest = out or write_folder(name)
     archs = sample_batch(np.random.default_rng([seed, 3]), n, space_for_width(width)).to_configs()
     journal = (work or cache_root() / "work" / name) / f"fewshot-seed{seed}.jsonl"
     log_line(f"{name}: measuring {n} subnets end to end on {device} ({backend}, {threads} thread(s))")
@@ -199,7 +201,7 @@ def few_shot_profile(device: str, n: int, seed: int, backend: Optional[str], thr
     if ok.sum() < 4:
         raise UserError(f"{device}: only {int(ok.sum())} of {n} subnets could be measured; see {journal}")
     pred = fit_few_shot([a for a, g in zip(archs, ok) if g], ms[ok])
-    folder = pred.save(out or profile_root() / name)
+    folder = pred.save(dest)
     print(f"{name}: few-shot predictor from {int(ok.sum())} measured subnets "
           f"({', '.join(f'{v:.2f}' for v in ms[ok])} ms) -> {folder}")
     return 0
@@ -224,14 +226,15 @@ def import_ofa_cmd(
     folder: Path = typer.Argument(..., help="Folder of OFA <R>_lookup_table.yaml files."),
     name: str = typer.Option(..., "--name", help="Name of the new profile."),
     width: float = typer.Option(..., "--width", help="Width multiplier the tables were measured for."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Profile folder (default: profile root/NAME)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Profile folder (default: NAME in your profile folder)."),
 ) -> None:
     """Import OFA's YAML latency tables as a device profile."""
-    from device_profiles import profile_root
     from device_profiles.ofa_yaml import import_ofa
+    from device_profiles.store import write_folder
 
+    target = out or write_folder(name)
     prof = import_ofa(folder, name, width)
-    dest = prof.save(out or profile_root() / name)
+    dest = prof.save(target)
     print(f"{name}: {len(prof)} entries over {len(prof.meta.resolutions)} resolutions -> {dest}")
 
 
