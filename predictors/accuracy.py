@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
-from scipy import stats
 from sklearn.base import BaseEstimator, RegressorMixin
 
 from ofa_core.errors import ArchError, UserError
@@ -28,6 +27,11 @@ from ofa_core.space import (D_CHOICES, E_CHOICES, ENCODING_RESOLUTIONS, KS_CHOIC
                             ArchBatch, as_batch, check_encoded_resolutions, choice_indices, encode_general, encode_ofa)
 
 from .base import Archs
+
+OFA_PREDICTOR_FILE = Path(__file__).resolve().parent / "pretrained" / "ofa_acc_predictor.pth"
+"""OFA's pretrained accuracy predictor (mit-han-lab/once-for-all, MIT license; see THIRD_PARTY_NOTICES.md)."""
+OFA_WIDTH = 1.2
+"""The supernet width OFA's predictor describes (ofa_mbv3_d234_e346_k357_w1.2)."""
 from .persist import PredictorFileError, load_bundle, save_bundle
 
 ENCODINGS: dict[str, Callable[[ArchBatch], np.ndarray]] = {"ofa": encode_ofa, "general": encode_general}
@@ -69,6 +73,8 @@ class AccuracyMetrics:
 
 def accuracy_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> AccuracyMetrics:
     """Compare predicted and true top-1 fractions."""
+    from scipy import stats  # 1 s to import: only commands that report metrics pay for it
+
     y_true, y_pred = np.asarray(y_true, float), np.asarray(y_pred, float)
     rmse = float(np.sqrt(np.mean((y_true - y_pred) ** 2)) * 100.0)
     return AccuracyMetrics(rmse, float(stats.kendalltau(y_true, y_pred).statistic),
@@ -157,6 +163,7 @@ class AccuracyMLP(RegressorMixin, BaseEstimator):
         self.val_loss_history_ = history
         self.val_index_ = val
         self.validation_ = accuracy_metrics(y[val], self.predict(batch[val]))
+        self.width_ = float(batch.width)
         return self
 
     # --- inference -------------------------------------------------------------------------
@@ -207,7 +214,8 @@ class AccuracyMLP(RegressorMixin, BaseEstimator):
         torch.save(self.state_dict(), buf)
         meta = {"encoding": self.encoding, "hidden": [int(h) for h in self.hidden],
                 "y_mean": self.y_mean_, "y_std": self.y_std_, "params": _json_params(self.get_params()),
-                "validation": vars(self.validation_) if getattr(self, "validation_", None) else None}
+                "validation": vars(self.validation_) if getattr(self, "validation_", None) else None,
+                "width": getattr(self, "width_", None)}
         return save_bundle(folder, KIND, VERSION, meta, {WEIGHTS: buf.getvalue()})
 
     @classmethod
@@ -223,6 +231,7 @@ class AccuracyMLP(RegressorMixin, BaseEstimator):
             model.y_mean_, model.y_std_ = float(meta["y_mean"]), float(meta["y_std"])
             val = meta.get("validation")
             model.validation_ = AccuracyMetrics(**val) if val else None
+            model.width_ = None if meta.get("width") is None else float(meta["width"])
         except (KeyError, TypeError, ValueError) as exc:
             raise PredictorFileError(f"{path}: corrupt accuracy predictor metadata ({exc})") from None
         state = _load_state(blobs[WEIGHTS], f"{path}/{WEIGHTS}")
@@ -230,8 +239,10 @@ class AccuracyMLP(RegressorMixin, BaseEstimator):
         return model
 
     @classmethod
-    def from_ofa(cls, path: str | os.PathLike) -> "AccuracyMLP":
-        """OFA's pretrained predictor: state dict of a 128-400-400-400-1 MLP over OFA's encoding."""
+    def from_ofa(cls, path: str | os.PathLike = "") -> "AccuracyMLP":
+        """OFA's pretrained predictor (of the width-1.2 supernet): state dict of a 128-400-400-400-1 MLP over OFA's
+        encoding; by default the copy shipped with ofakit."""
+        path = path or OFA_PREDICTOR_FILE
         try:
             data = Path(path).read_bytes()
         except OSError as exc:
@@ -240,6 +251,7 @@ class AccuracyMLP(RegressorMixin, BaseEstimator):
         model.y_mean_, model.y_std_ = 0.0, 1.0
         model._load_checked(_load_state(data, str(path)), str(path))
         model.validation_ = None
+        model.width_ = OFA_WIDTH
         return model
 
     def _load_checked(self, state: Any, where: str) -> None:
@@ -393,11 +405,12 @@ def _json_params(params: dict[str, Any]) -> dict[str, Any]:
 
 
 def load_accuracy_predictor(spec: str) -> AccuracyMLP:
-    """``ofa:PATH`` (OFA's pretrained state dict) or ``mlp:PATH`` (saved by :meth:`AccuracyMLP.save`)."""
+    """``ofa`` (OFA's pretrained predictor shipped with ofakit), ``ofa:PATH`` (an OFA state dict file) or
+    ``mlp:PATH`` (saved by :meth:`AccuracyMLP.save`)."""
     kind, sep, path = str(spec).partition(":")
     loaders = {"ofa": AccuracyMLP.from_ofa, "mlp": AccuracyMLP.load}
-    if not sep or kind not in loaders or not path:
-        raise UserError(f"accuracy predictor: expected ofa:PATH or mlp:PATH, got {spec!r}")
+    if kind not in loaders or (sep and not path) or (kind == "mlp" and not path):
+        raise UserError(f"accuracy predictor: expected ofa, ofa:PATH or mlp:PATH, got {spec!r}")
     return loaders[kind](path)
 
 

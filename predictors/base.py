@@ -73,6 +73,12 @@ def load_saved_predictor(path: str) -> Predictor:
     return getattr(importlib.import_module(module), attr).load(folder)
 
 
+def default_latency_predictor(profile: "Profile") -> str:
+    """The predictor a command uses when none is named: ``calibrated`` if the profile has a calibration, else
+    ``lut`` (the one place this rule lives)."""
+    return "calibrated" if profile.meta.calibration else "lut"
+
+
 def make_latency_predictor(spec: str, profile: "Profile | None" = None) -> Predictor:
     """``spec`` is a registered name (``lut``, ``calibrated``, ...) built on ``profile``, or a saved predictor
     (self-contained: it does not use ``profile``) given by folder or by its name in the user's profile folder."""

@@ -3,9 +3,9 @@ FLOPs and parameter bounds; `--sweep` traces the accuracy-latency front.
 
 Examples::
 
-    ofakit search --profile note10 --latency 25 --accuracy-predictor ofa:acc_predictor.pth --seed 1 --out a.json
-    ofakit search --profile note10 --latency 25 --profile cpu-onnxruntime-1t --latency 8 --flops 400 ...
-    ofakit search --profile note10 --sweep 15:35:2 --accuracy-predictor ofa:PATH --out front.csv
+    ofakit search --profile note10 --latency 25 --accuracy-predictor ofa --seed 1 --out a.json
+    ofakit search --profile note10 --latency 25 --profile my-phone --latency 8 --flops 400 ...
+    ofakit search --profile note10 --sweep 15:35:2 --accuracy-predictor ofa --out front.csv
 """
 from __future__ import annotations
 
@@ -35,25 +35,25 @@ def parse_sweep(text: str) -> list[float]:
 
 
 def latency_constraint(profile_name: str, bound: float) -> Any:
-    """A latency constraint on a device profile: its calibrated predictor when the profile has a calibration,
-    else the plain LUT sum; both with their per-op table (exact minimum, fast evaluation)."""
+    """A latency constraint on a device profile with its default predictor (calibrated when the profile has a
+    calibration, else the plain LUT sum) and its per-op table (exact minimum, fast evaluation)."""
     from device_profiles import load_profile
     from ofa_core.search import Constraint
-    from predictors.lut import CalibratedLUTPredictor, LUTPredictor
+    from predictors.base import default_latency_predictor, make_latency_predictor
 
     prof = load_profile(profile_name)
-    if prof.meta.calibration:
-        pred: Any = CalibratedLUTPredictor(prof)
-        table = pred.folded_table()
-    else:
-        pred = LUTPredictor(prof)
-        table = prof.table()
-    return Constraint(f"latency[{prof.name}]", pred, float(bound), "ms", table), prof
+    kind = default_latency_predictor(prof)
+    pred = make_latency_predictor(kind, prof)
+    table = pred.folded_table() if hasattr(pred, "folded_table") else prof.table()
+    c = Constraint(f"latency[{prof.name}]", pred, float(bound), "ms", table, f"profile {prof.path}, predictor {kind}")
+    return c, prof
 
 
 def build_constraints(profiles: List[str], latencies: List[float], flops: Optional[float], params: Optional[float],
-                      width: Optional[float], resolutions: tuple[int, ...], sweep: bool) -> tuple[list, float]:
-    """Constraints in order (latency per profile, then FLOPs, parameters) and the width they imply."""
+                      width: Optional[float], resolutions: tuple[int, ...], sweep: bool,
+                      default_width: float = 1.0) -> tuple[list, float]:
+    """Constraints in order (latency per profile, then FLOPs, parameters) and the width they imply
+    (``default_width`` when neither a profile nor ``width`` names one)."""
     from ofa_core.search import flops_constraint, params_constraint
 
     need = len(profiles) - 1 if sweep else len(profiles)
@@ -76,13 +76,14 @@ def build_constraints(profiles: List[str], latencies: List[float], flops: Option
             raise UserError(f"--resolutions: {missing[0]} is not in profile {prof.name!r} "
                             f"({prof.meta.resolutions[0]}..{prof.meta.resolutions[-1]})")
     if len(widths) > 1:
-        raise UserError(f"--profile: the profiles describe different widths ({sorted(widths)})")
+        raise UserError(f"--profile: the profiles describe different widths ({sorted(widths)}); one search is over "
+                        f"one supernet, so give profiles of one width")
     if widths:
         w = widths.pop()
         if width is not None and abs(width - w) > 1e-9:
             raise UserError(f"--width: {width} differs from the profiles' width {w}")
     else:
-        w = 1.0 if width is None else width
+        w = default_width if width is None else width
     if flops is not None:
         constraints.append(flops_constraint(flops, w, resolutions))
     if params is not None:
@@ -134,7 +135,8 @@ def register(app: typer.Typer) -> None:
     @app.command("search")
     def search(
         accuracy_predictor: str = typer.Option(..., "--accuracy-predictor", "-a",
-                                               help="ofa:PATH (OFA's pretrained state dict) or mlp:PATH."),
+                                               help="ofa (OFA's pretrained predictor, width 1.2, shipped), ofa:PATH or "
+                                                    "mlp:PATH (fit-accuracy)."),
         profile: List[str] = typer.Option([], "--profile", "-p", help="Device profile; repeat for several."),
         latency: List[float] = typer.Option([], "--latency", "-l", help="Latency bound (ms) of each --profile, "
                                                                          "in order."),
@@ -172,13 +174,19 @@ def register(app: typer.Typer) -> None:
         bounds = parse_sweep(sweep) if sweep is not None else []
         if sweep is not None and out is None:
             raise UserError("--sweep: give --out FILE.csv for the front")
-        constraints, w = build_constraints(profile, latency, flops, params, width, res, sweep is not None)
+        acc = load_accuracy_predictor(accuracy_predictor)
+        acc_width = getattr(acc, "width_", None)
+        constraints, w = build_constraints(profile, latency, flops, params, width, res, sweep is not None,
+                                           acc_width or 1.0)
+        if acc_width is not None and abs(acc_width - w) > 1e-9:
+            what = f"profile {profile[0]!r}" if profile else "--width"
+            raise UserError(f"--accuracy-predictor: {accuracy_predictor!r} predicts the width-{acc_width:g} supernet, "
+                            f"{what} describes width {w:g}; use a predictor fitted on width-{w:g} subnets")
         kw: dict[str, Any] = dict(population=population, parent_ratio=parent_ratio, mutation_ratio=mutation_ratio,
                                   mutate_prob=mutate_prob, resolution_mutate_prob=mutate_prob, resolutions=res, width=w)
         if generations is not None:
             kw["generations"] = generations
         config = SearchConfig.ofa(**kw) if ofa else SearchConfig(**kw)
-        acc = load_accuracy_predictor(accuracy_predictor)
         with threadpool_limits(1):  # the predictors' small matrix products run fastest on one BLAS thread
             if sweep is not None:
                 results = run_sweep(acc, constraints, bounds, 0, config, seed)
@@ -200,6 +208,10 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"  predicted top-1: {100 * result.accuracy:.2f}%")
         for c in constraints:
             typer.echo(f"  {c.name}: {c.describe(result.values[c.name])} (bound {c.describe(c.bound)})")
+        typer.echo(f"  top-1 from: accuracy predictor {accuracy_predictor}")
+        for c in constraints:
+            if c.source:
+                typer.echo(f"  {c.name} from: {c.source}")
         if out is not None:
             out.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_text(out, a.to_json() + "\n")
