@@ -20,7 +20,7 @@ from ofa_core.errors import UserError
 _USAGE_ERRORS = (click.exceptions.ClickException, getattr(typer, "TyperException", click.exceptions.ClickException))
 _ABORTS = (click.exceptions.Abort, typer.Abort)
 
-COMMAND_MODULES = ("run", "export", "profile", "validate", "devices", "predict", "search", "train")
+COMMAND_MODULES = ("run", "export", "profile", "profiles", "validate", "devices", "predict", "search", "train")
 
 app = typer.Typer(
     name="ofakit",
