@@ -93,6 +93,14 @@ def stored_state(profile: Profile) -> dict[str, Any]:
     return state
 
 
+def check_width(profile: Profile, batch: Any) -> Any:
+    """``batch`` if its width is the profile's; else the :class:`UserError` the CLI prints for it."""
+    if abs(batch.width - profile.meta.width) > 1e-9:
+        raise UserError(f"width: profile {profile.name!r} describes the width-{profile.meta.width} supernet, the "
+                        f"arch has width {batch.width} (pass --width {profile.meta.width})")
+    return batch
+
+
 class LUTPredictor:
     """Vectorized LUT sum over a device profile (milliseconds)."""
 
@@ -100,7 +108,7 @@ class LUTPredictor:
         self.profile = _as_profile(profile)
 
     def predict(self, archs: Archs) -> np.ndarray:
-        return self.profile.table().evaluate(as_batch(archs))
+        return self.profile.table().evaluate(check_width(self.profile, as_batch(archs)))
 
 
 class CalibratedLUTPredictor:
@@ -230,4 +238,4 @@ class CalibratedLUTPredictor:
         return self._folded
 
     def predict(self, archs: Archs) -> np.ndarray:
-        return self.folded_table().evaluate(as_batch(archs))
+        return self.folded_table().evaluate(check_width(self.profile, as_batch(archs)))
