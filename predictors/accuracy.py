@@ -27,6 +27,7 @@ from ofa_core.space import (D_CHOICES, E_CHOICES, ENCODING_RESOLUTIONS, KS_CHOIC
                             ArchBatch, as_batch, check_encoded_resolutions, choice_indices, encode_general, encode_ofa)
 
 from .base import Archs
+from .metrics import rank_text
 
 OFA_PREDICTOR_FILE = Path(__file__).resolve().parent / "pretrained" / "ofa_acc_predictor.pth"
 """OFA's pretrained accuracy predictor (mit-han-lab/once-for-all, MIT license; see THIRD_PARTY_NOTICES.md)."""
@@ -67,8 +68,8 @@ class AccuracyMetrics:
     n: int
 
     def __str__(self) -> str:
-        return (f"n={self.n}  RMSE={self.rmse_points:.3f} points  Kendall tau={self.kendall_tau:.4f}  "
-                f"Spearman={self.spearman:.4f}")
+        return (f"n={self.n}  RMSE={self.rmse_points:.3f} points  "
+                f"{rank_text('Kendall tau', self.kendall_tau, self.n)}  {rank_text('Spearman', self.spearman, self.n)}")
 
 
 def accuracy_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> AccuracyMetrics:
@@ -77,6 +78,8 @@ def accuracy_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> AccuracyMetrics:
 
     y_true, y_pred = np.asarray(y_true, float), np.asarray(y_pred, float)
     rmse = float(np.sqrt(np.mean((y_true - y_pred) ** 2)) * 100.0)
+    if y_true.size < 3 or np.ptp(y_true) == 0 or np.ptp(y_pred) == 0:
+        return AccuracyMetrics(rmse, float("nan"), float("nan"), int(y_true.size))
     return AccuracyMetrics(rmse, float(stats.kendalltau(y_true, y_pred).statistic),
                            float(stats.spearmanr(y_true, y_pred).statistic), int(y_true.size))
 

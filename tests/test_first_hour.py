@@ -90,3 +90,29 @@ def test_lut_predictors_refuse_another_width_like_the_cli():
             pred.predict([arch])
     ok = ArchConfig([3] * 20, [3] * 20, [2] * 5, 160, 1.0)
     assert np.isfinite(LUTPredictor(prof).predict([ok])).all()
+
+
+@pytest.mark.parametrize("argv", [["validate", "note10", "--n", "3"], ["profile", "recalibrate", "note10"]])
+def test_imported_profiles_have_nothing_to_measure(cli, argv):
+    r = cli(*argv)
+    assert r.returncode == 2 and "nothing to measure" in r.stderr and r.stderr.count("\n") == 1
+
+
+def test_fit_on_too_few_samples_says_so(cli, tmp_path):
+    rows = [{"ks": [3] * 20, "e": [3] * 20, "d": [2] * 5, "r": r, "ms": 1.0 + r / 100} for r in (160, 176, 192, 208)]
+    data = tmp_path / "m.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    r = cli("fit-latency", str(data), "--out", str(tmp_path / "reg"), "--model", "ridge", "--holdout", "0.25")
+    assert r.returncode == 0, r.stderr
+    assert "Spearman n/a (too few subnets to rank: 1" in r.stdout and "nan" not in r.stdout
+
+
+def test_export_ofa_round_trip_predicts_the_same(cli, tmp_path):
+    from device_profiles.ofa_yaml import import_ofa
+    from ofa_core.space import sample_batch, space_for_width
+
+    assert cli("profile", "export-ofa", "cpu-onnxruntime-1t", str(tmp_path / "yaml")).returncode == 0
+    prof = load_profile("cpu-onnxruntime-1t")
+    back = import_ofa(tmp_path / "yaml", "back", 1.0)
+    batch = sample_batch(np.random.default_rng(0), 200, space_for_width(1.0))
+    assert LUTPredictor(back).predict(batch) == pytest.approx(LUTPredictor(prof).predict(batch), rel=1e-12)

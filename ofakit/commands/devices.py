@@ -99,8 +99,15 @@ def board_profile(name: str, inventory: Optional[Path]):  # noqa: ANN201 - devic
 
 
 def board_runner(profile, remote: dict):  # noqa: ANN001, ANN201 - Profile -> SSHRunner | None
-    """The runner that re-measures on ``profile``'s device: None for this machine, an SSHRunner for a board."""
+    """The runner that re-measures on ``profile``'s device: None for this machine, an SSHRunner for a board.
+    An imported profile (OFA's tables) has no device ofakit can reach: one line says so."""
+    from ofa_core.errors import UserError
+
     meta = profile.meta
+    if meta.source != "measured":
+        raise UserError(f"profile {profile.name!r} was imported ({meta.source}), not measured by ofakit: there is "
+                        f"nothing to measure (validate and recalibrate re-measure a profile made by `ofakit "
+                        f"profile`)")
     return device_runner(meta.device, meta.backend, meta.threads, remote)[0]
 
 
