@@ -6,7 +6,7 @@ predictor saved by :meth:`AccuracyMLP.save`. Both are :class:`AccuracyMLP` objec
 returns top-1 fractions for a whole population at once, in float32: the first layer as a sum of 11 rows of tables
 derived from its weights (no encoding materialised; equal to encode-then-matmul), then one matmul per layer.
 :class:`AccuracyMLP` follows scikit-learn's estimator contract (``fit`` returns self, fitted attributes end in
-``_``).
+``_``) without importing scikit-learn, which would cost every command 1-3 s.
 """
 from __future__ import annotations
 
@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
-from sklearn.base import BaseEstimator, RegressorMixin
 
 from ofa_core.errors import ArchError, UserError
 from ofa_core.records import read_accuracy_records
@@ -27,6 +26,7 @@ from ofa_core.space import (D_CHOICES, E_CHOICES, ENCODING_RESOLUTIONS, KS_CHOIC
                             ArchBatch, as_batch, check_encoded_resolutions, choice_indices, encode_general, encode_ofa)
 
 from .base import Archs
+from .estimator import Estimator
 from .metrics import rank_text
 
 OFA_PREDICTOR_FILE = Path(__file__).resolve().parent / "pretrained" / "ofa_acc_predictor.pth"
@@ -84,7 +84,7 @@ def accuracy_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> AccuracyMetrics:
                            float(stats.spearmanr(y_true, y_pred).statistic), int(y_true.size))
 
 
-class AccuracyMLP(RegressorMixin, BaseEstimator):
+class AccuracyMLP(Estimator):
     """MLP accuracy predictor over an arch encoding; predicts top-1 as a fraction.
 
     ``fit`` holds out ``validation_fraction`` of the data, trains with Adam on the MSE of standardised targets

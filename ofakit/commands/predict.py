@@ -45,7 +45,7 @@ MODEL_SUFFIXES = (".onnx", ".tflite", ".pt", ".pth", ".pb", ".h5")
 def read_arch_records(path: Path) -> list[tuple[str, dict]]:
     """(label, OFA arch dict) for every subnet in an arch file: one JSON dict, a JSON list of them, JSON lines,
     or a CSV whose rows hold an ``arch`` column or ``ks, e, d, r`` columns (what ofakit writes)."""
-    from predictors.regressors import _parse_csv_row
+    from ofa_core.records import parse_csv_arch_row
 
     accepted = ("predict reads arch files: OFA's arch dict as JSON (one, a JSON list or JSON lines) or a CSV with "
                 "an arch column (ofakit search --sweep, validate); `ofakit sample` writes some")
@@ -60,7 +60,7 @@ def read_arch_records(path: Path) -> list[tuple[str, dict]]:
     keys = ("ks", "e", "d", "r", "width")
     try:
         if path.suffix.lower() == ".csv":
-            rows = [(f"{path}:{no}", _parse_csv_row(row)) for no, row in
+            rows = [(f"{path}:{no}", parse_csv_arch_row(row)) for no, row in
                     enumerate(csv.DictReader(io.StringIO(text)), start=2)]
         else:
             try:
