@@ -25,7 +25,7 @@ from ofa_core.ops import MissingOpError, OpSpec, SlotTable
 from ofa_core.space import DEFAULT_RESOLUTIONS, space_for_width
 
 from . import store
-from .store import SHIPPED_DIR
+from .store import SHIPPED_DIR  # noqa: F401 - re-exported
 
 SCHEMA_VERSION = 1
 PROFILE_JSON, LUT_CSV = "profile.json", "lut.csv"

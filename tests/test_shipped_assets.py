@@ -7,7 +7,6 @@ import numpy as np
 
 from device_profiles import load_profile, store
 from ofa_core.space import sample_batch, space_for_width
-from ofakit.cli import main
 from predictors.accuracy import AccuracyMLP, load_accuracy_predictor
 
 
