@@ -58,8 +58,11 @@ def main() -> None:
         folder = run.profile.save(a.out / mode)
         if a.ship and mode == "full":
             run.profile.meta.name = DEFAULT_PROFILE
-            shipped = run.profile.save(SHIPPED_DIR / DEFAULT_PROFILE)
-            print(f"shipped as {shipped}")
+            staged = run.profile.save(tmp / "ship" / DEFAULT_PROFILE)
+            # a maintainer's step on the checkout: ofakit itself never writes into the shipped profiles
+            for f in ("profile.json", "lut.csv"):
+                shutil.copy2(staged / f, SHIPPED_DIR / DEFAULT_PROFILE / f)
+            print(f"shipped as {SHIPPED_DIR / DEFAULT_PROFILE}")
         shutil.copy2(tmp / "work" / "journal.jsonl", folder / "journal.jsonl")
         recs = read_results(str(tmp / "work" / "journal.jsonl"))[1]
         extra = len({r.id for r in recs if r.round >= job.rounds})

@@ -5,8 +5,8 @@ per operator). Rows are keyed by OFA's operator key and a resolution; a row whos
 at every resolution (our profiler measures each distinct op once), while OFA's tables key some ops per
 resolution (their Conv_2/Logits rows differ between files). Files are written atomically; nothing is pickled.
 
-Profiles are looked up by name in ``$OFAKIT_PROFILE_DIR`` (if set) and then in the profiles shipped with ofakit
-(this package's folder), or by an explicit path to a profile folder.
+Profiles are looked up by name in the user's profile folder and then in the profiles shipped with ofakit, or by
+an explicit path to a profile folder; shipped profiles are never written to (:mod:`device_profiles.store`).
 """
 from __future__ import annotations
 
@@ -27,8 +27,10 @@ from ofa_core.space import DEFAULT_RESOLUTIONS, space_for_width
 if TYPE_CHECKING:
     import pandas as pd
 
+from . import store
+from .store import SHIPPED_DIR  # noqa: F401 - re-exported
+
 SCHEMA_VERSION = 1
-SHIPPED_DIR = Path(__file__).resolve().parent
 PROFILE_JSON, LUT_CSV = "profile.json", "lut.csv"
 DEFAULT_PROFILE = "cpu-onnxruntime-1t"
 LUT_COLUMNS = ("key", "resolution", "ms", "median_ms", "mean_ms", "std_ms", "iqr_ms", "min_ms", "cv", "n", "rounds")
@@ -136,9 +138,12 @@ class Profile:
 
     # --- persistence ---------------------------------------------------------------------------
     def save(self, folder: str | os.PathLike | None = None) -> Path:
-        """Write ``profile.json`` and ``lut.csv`` atomically into ``folder`` (default: its own path or the
-        profile root). Returns the folder."""
-        target = Path(folder) if folder is not None else (self.path or profile_root() / self.name)
+        """Write ``profile.json`` and ``lut.csv`` atomically into ``folder`` (default: its own folder, or the
+        user's profile folder for a new or shipped profile). Returns the folder."""
+        own = self.path if self.path is not None and not store.is_shipped(self.path) else None
+        target = Path(folder) if folder is not None else (own or store.write_folder(self.name))
+        if store.is_shipped(target):
+            raise ProfileError(f"{target}: shipped profiles are read-only; save under another folder or name")
         target.mkdir(parents=True, exist_ok=True)
         atomic_write_text(target / LUT_CSV, self.lut_csv_text())
         self.path = target
@@ -146,9 +151,12 @@ class Profile:
 
     def save_meta(self) -> Path:
         """Rewrite only ``profile.json`` (atomically) in the profile's own folder, e.g. after a recalibration;
-        the lookup table is left as it is. Returns the folder."""
+        the lookup table is left as it is; a shipped profile is copied whole to the user's folder instead.
+        Returns the folder."""
         if self.path is None:
             raise ProfileError(f"profile {self.name!r} has no folder yet; save() it first")
+        if store.is_shipped(self.path):
+            return self.save()
         atomic_write_text(self.path / PROFILE_JSON, json.dumps(asdict(self.meta), indent=2, sort_keys=True) + "\n")
         return self.path
 
@@ -170,25 +178,13 @@ def _fmt(v: Any) -> str:
 
 
 def profile_root() -> Path:
-    """Where new profiles are written: ``$OFAKIT_PROFILE_DIR`` if set, else the shipped profiles folder."""
-    env = os.environ.get("OFAKIT_PROFILE_DIR")
-    return Path(env) if env else SHIPPED_DIR
-
-
-def search_dirs() -> list[Path]:
-    env = os.environ.get("OFAKIT_PROFILE_DIR")
-    return ([Path(env)] if env else []) + [SHIPPED_DIR]
+    """Where new profiles are written: the user's profile folder (:func:`device_profiles.store.user_dir`)."""
+    return store.user_dir()
 
 
 def list_profiles() -> list[str]:
-    """Names of every profile found on the search path (first one wins for a repeated name)."""
-    names: dict[str, None] = {}
-    for d in search_dirs():
-        if d.is_dir():
-            for p in sorted(d.iterdir()):
-                if (p / PROFILE_JSON).is_file():
-                    names.setdefault(p.name, None)
-    return list(names)
+    """Names of every profile found on the search path (a user profile shadows a shipped one of its name)."""
+    return [n for n, dirs in store.entries().items() if (dirs[0] / PROFILE_JSON).is_file()]
 
 
 def resolve_profile_path(name_or_path: str | os.PathLike) -> Path:
@@ -198,13 +194,11 @@ def resolve_profile_path(name_or_path: str | os.PathLike) -> Path:
         return p
     if p.name == PROFILE_JSON and p.is_file():
         return p.parent
-    name = str(name_or_path)
-    if "/" not in name and name not in (".", ".."):
-        for d in search_dirs():
-            if (d / name / PROFILE_JSON).is_file():
-                return d / name
+    found = store.find(str(name_or_path))
+    if found is not None:
+        return found
     known = ", ".join(list_profiles()) or "none"
-    raise ProfileError(f"no device profile {name!r} (known: {known})")
+    raise ProfileError(f"no device profile {str(name_or_path)!r} (known: {known})")
 
 
 def load_profile(name_or_path: str | os.PathLike = DEFAULT_PROFILE) -> Profile:

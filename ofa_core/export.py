@@ -10,6 +10,7 @@ import contextlib
 import copy
 import io
 import os
+import sys
 import tempfile
 import warnings
 from pathlib import Path
@@ -79,16 +80,43 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: str | os.PathLike
     return Path(path)
 
 
+@contextlib.contextmanager
+def _quiet_fds() -> Iterator[None]:
+    """Send file descriptors 1 and 2 (where the TFLite converter's C++ and Python logs go) to a temp file; the
+    log is shown only if the block fails."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = (os.dup(1), os.dup(2))
+    with tempfile.TemporaryFile() as log:
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+        failed = True
+        try:
+            yield
+            failed = False
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+            if failed:
+                log.seek(0)
+                sys.stderr.write(log.read().decode("utf-8", "replace")[-4000:])
+
+
 def export_tflite(model: nn.Module, example: torch.Tensor, path: str | os.PathLike) -> Path:
-    """Write ``model`` (BN folded, eval mode) as a TFLite flatbuffer with litert-torch; the input stays NCHW."""
-    try:
-        import litert_torch
-    except ImportError as exc:  # the optional 'tflite' extra
-        raise UserError(f"TFLite export needs litert-torch (pip install 'ofakit[tflite]'): {exc}") from None
+    """Write ``model`` (BN folded, eval mode) as a TFLite flatbuffer with litert-torch; the input stays NCHW.
+    The converter's log stays off the console unless it fails."""
     folded = fold_bn(model)
-    with _atomic_target(path, ".tflite") as tmp:
-        with warnings.catch_warnings(), torch.no_grad(), contextlib.redirect_stdout(io.StringIO()):
-            warnings.simplefilter("ignore")
+    with _quiet_fds(), warnings.catch_warnings(), torch.no_grad(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        try:
+            import litert_torch
+        except ImportError as exc:  # the optional 'tflite' extra
+            raise UserError(f"TFLite export needs litert-torch (pip install 'ofakit[tflite]'): {exc}") from None
+        with _atomic_target(path, ".tflite") as tmp:
             litert_torch.convert(folded, (example,)).export(str(tmp))
     return Path(path)
 

@@ -259,9 +259,13 @@ class SlotTable:
         bad = (r < 0) | (r >= self._rmap.size)
         ri = np.where(bad, -1, self._rmap[np.clip(r, 0, self._rmap.size - 1)])
         if np.any(ri < 0):
-            missing = sorted(set(r[ri < 0].tolist()))
-            raise MissingOpError(f"resolution {missing[0]} is not in this table (has {self.resolutions[0]}.."
-                                 f"{self.resolutions[-1]})")
+            bad_r = sorted(set(r[ri < 0].tolist()))[0]
+            res = list(self.resolutions)
+            steps = {b - a for a, b in zip(res, res[1:])}
+            step = steps.pop() if len(steps) == 1 else 0
+            span = f"{res[0]}..{res[-1]}" + (f" in steps of {step}" if step else "")
+            why = f": {bad_r} is not a multiple of {step}" if step and bad_r % step else ""
+            raise MissingOpError(f"resolution {bad_r} is not in this table (has {span}){why}")
         return ri
 
     def block_values(self, archs: "ArchBatch | Sequence[ArchConfig]") -> np.ndarray:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from typing import Any
 
 from .errors import UserError
 from .space import ArchConfig
@@ -35,3 +36,19 @@ def read_accuracy_records(path: str | os.PathLike) -> tuple[list[ArchConfig], li
             except UserError as exc:
                 raise UserError(f"{path}:{no}: {exc}") from None
     return archs, acc
+
+
+def parse_csv_arch_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A CSV row that ofakit writes (an ``arch`` column holding OFA's dict as JSON, or ``ks``/``e``/``d`` JSON
+    list columns) as one flat record; other columns are kept as strings."""
+    rec: dict[str, Any] = {}
+    for k, v in row.items():
+        if k is None or v in (None, ""):
+            continue
+        rec[k] = json.loads(v) if k in ("arch", "ks", "e", "d", "r", "width") else v
+    arch = rec.pop("arch", None)
+    if arch is not None:
+        if not isinstance(arch, dict):
+            raise UserError("arch: expected OFA's arch dict as JSON")
+        rec = {**{k: v for k, v in rec.items() if k not in ("ks", "e", "d", "r")}, **arch}
+    return rec

@@ -54,6 +54,8 @@ class Constraint:
     bound: float
     unit: str = ""
     table: SlotTable | None = None
+    source: str = ""
+    """What gives the values (e.g. which profile and predictor), for reports."""
 
     def evaluate(self, archs: "ArchBatch | Sequence[ArchConfig]") -> np.ndarray:
         return np.asarray(self.predictor.predict(as_batch(archs)), dtype=np.float64).reshape(-1)

@@ -20,7 +20,8 @@ from ofa_core.errors import UserError
 _USAGE_ERRORS = (click.exceptions.ClickException, getattr(typer, "TyperException", click.exceptions.ClickException))
 _ABORTS = (click.exceptions.Abort, typer.Abort)
 
-COMMAND_MODULES = ("run", "export", "profile", "validate", "devices", "predict", "search", "train")
+COMMAND_MODULES = ("run", "sample", "export", "profile", "profiles", "validate", "devices", "predict", "search",
+                   "train")
 
 app = typer.Typer(
     name="ofakit",
@@ -30,6 +31,22 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from ofa_core import __version__
+
+        typer.echo(f"ofakit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                       help="Print ofakit's version and exit.")) -> None:
+    """Once-for-All for many devices: profile operators, build device LUTs, predict, search, export."""
+
 
 for _name in COMMAND_MODULES:
     importlib.import_module(f"ofakit.commands.{_name}").register(app)

@@ -128,15 +128,16 @@ def profile(req: "ProfileRequest", *, runner: Optional[Runner] = None, remote: R
             log: Log = _quiet) -> Profiled:
     """Profile ``req.device`` (resolved to its runner unless ``runner`` is given, then ``req`` names its backend
     and threads), fit the calibration and save the profile (``out``, default: the profile root)."""
-    from device_profiles import profile_root
+    from device_profiles.store import write_folder
     from profiler.pipeline import profile_device
 
     if runner is None:
         target = resolve(req.device, req.backend, req.threads, remote)
         req, runner = req.for_target(target), target.runner
+    dest = out or write_folder(req.profile_name)
     run = profile_device(req, work, log=log, fresh=fresh, runner=runner)
     fit_calibration(run, log)
-    return Profiled(run.profile.save(out or profile_root() / req.profile_name), run)
+    return Profiled(run.profile.save(dest), run)
 
 
 def profile_boards(req: "ProfileRequest", devices: Sequence[str] = (), tag: Optional[str] = None,
@@ -183,7 +184,7 @@ def few_shot(device: str, n: int, *, seed: int = 0, backend: Optional[str] = Non
              log: Log = _quiet) -> tuple["FewShotPredictor", Path, np.ndarray]:
     """Measure ``n`` random subnets on ``device`` (same method as profiles) and save a few-shot latency
     predictor fitted on them and on every known profile's LUT. Returns it, its folder and the measured ms."""
-    from device_profiles import profile_root
+    from device_profiles.store import write_folder
     from ofa_core.space import sample_batch, space_for_width
     from predictors.fewshot import fit_few_shot
     from profiler.builder import cache_root
@@ -193,6 +194,7 @@ def few_shot(device: str, n: int, *, seed: int = 0, backend: Optional[str] = Non
         raise ParameterError("few_shot", f"needs at least 4 subnets, got {n}")
     target = resolve(device, backend, threads, remote)
     name = name or f"{device}-{target.backend}-{target.threads}t-fewshot{n}"
+    dest = out or write_folder(name)
     archs = sample_batch(np.random.default_rng([seed, 3]), n, space_for_width(width)).to_configs()
     journal = (work or cache_root() / "work" / name) / f"fewshot-seed{seed}.jsonl"
     log(f"{name}: measuring {n} subnets end to end on {device} ({target.backend}, {target.threads} thread(s))")
@@ -202,7 +204,7 @@ def few_shot(device: str, n: int, *, seed: int = 0, backend: Optional[str] = Non
     if ok.sum() < 4:
         raise UserError(f"{device}: only {int(ok.sum())} of {n} subnets could be measured; see {journal}")
     pred = fit_few_shot([a for a, g in zip(archs, ok) if g], ms[ok])
-    return pred, pred.save(out or profile_root() / name), ms[ok]
+    return pred, pred.save(dest), ms[ok]
 
 
 def find_profile(name: str, remote: RemoteSettings = RemoteSettings()) -> "Profile":
@@ -222,8 +224,13 @@ def find_profile(name: str, remote: RemoteSettings = RemoteSettings()) -> "Profi
 
 
 def runner_for_profile(prof: "Profile", remote: RemoteSettings = RemoteSettings()) -> Runner:
-    """The runner that re-measures on ``prof``'s device with its backend and threads (a board's over SSH)."""
+    """The runner that re-measures on ``prof``'s device with its backend and threads (a board's over SSH). An
+    imported profile (OFA's tables) has no device ofakit can reach: one line says so."""
     meta = prof.meta
+    if meta.source != "measured":
+        raise UserError(f"profile {prof.name!r} was imported ({meta.source}), not measured by ofakit: there is "
+                        f"nothing to measure (validate and recalibrate re-measure a profile made by `ofakit "
+                        f"profile`)")
     return resolve(meta.device, meta.backend, meta.threads, remote).runner
 
 

@@ -6,7 +6,7 @@ predictor saved by :meth:`AccuracyMLP.save`. Both are :class:`AccuracyMLP` objec
 returns top-1 fractions for a whole population at once, in float32: the first layer as a sum of 11 rows of tables
 derived from its weights (no encoding materialised; equal to encode-then-matmul), then one matmul per layer.
 :class:`AccuracyMLP` follows scikit-learn's estimator contract (``fit`` returns self, fitted attributes end in
-``_``).
+``_``) without importing scikit-learn, which would cost every command 1-3 s.
 """
 from __future__ import annotations
 
@@ -19,8 +19,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
-from scipy import stats
-from sklearn.base import BaseEstimator, RegressorMixin
 
 from ofa_core.errors import ArchError, UserError
 from ofa_core.records import read_accuracy_records
@@ -28,6 +26,13 @@ from ofa_core.space import (D_CHOICES, E_CHOICES, ENCODING_RESOLUTIONS, KS_CHOIC
                             ArchBatch, as_batch, check_encoded_resolutions, choice_indices, encode_general, encode_ofa)
 
 from .base import Archs
+from .estimator import Estimator
+from .metrics import rank_text
+
+OFA_PREDICTOR_FILE = Path(__file__).resolve().parent / "pretrained" / "ofa_acc_predictor.pth"
+"""OFA's pretrained accuracy predictor (mit-han-lab/once-for-all, MIT license; see THIRD_PARTY_NOTICES.md)."""
+OFA_WIDTH = 1.2
+"""The supernet width OFA's predictor describes (ofa_mbv3_d234_e346_k357_w1.2)."""
 from .persist import PredictorFileError, load_bundle, save_bundle
 
 if TYPE_CHECKING:
@@ -66,19 +71,23 @@ class AccuracyMetrics:
     n: int
 
     def __str__(self) -> str:
-        return (f"n={self.n}  RMSE={self.rmse_points:.3f} points  Kendall tau={self.kendall_tau:.4f}  "
-                f"Spearman={self.spearman:.4f}")
+        return (f"n={self.n}  RMSE={self.rmse_points:.3f} points  "
+                f"{rank_text('Kendall tau', self.kendall_tau, self.n)}  {rank_text('Spearman', self.spearman, self.n)}")
 
 
 def accuracy_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> AccuracyMetrics:
     """Compare predicted and true top-1 fractions."""
+    from scipy import stats  # 1 s to import: only commands that report metrics pay for it
+
     y_true, y_pred = np.asarray(y_true, float), np.asarray(y_pred, float)
     rmse = float(np.sqrt(np.mean((y_true - y_pred) ** 2)) * 100.0)
+    if y_true.size < 3 or np.ptp(y_true) == 0 or np.ptp(y_pred) == 0:
+        return AccuracyMetrics(rmse, float("nan"), float("nan"), int(y_true.size))
     return AccuracyMetrics(rmse, float(stats.kendalltau(y_true, y_pred).statistic),
                            float(stats.spearmanr(y_true, y_pred).statistic), int(y_true.size))
 
 
-class AccuracyMLP(RegressorMixin, BaseEstimator):
+class AccuracyMLP(Estimator):
     """MLP accuracy predictor over an arch encoding; predicts top-1 as a fraction.
 
     ``fit`` holds out ``validation_fraction`` of the data, trains with Adam on the MSE of standardised targets
@@ -160,6 +169,7 @@ class AccuracyMLP(RegressorMixin, BaseEstimator):
         self.val_loss_history_ = history
         self.val_index_ = val
         self.validation_ = accuracy_metrics(y[val], self.predict(batch[val]))
+        self.width_ = float(batch.width)
         return self
 
     # --- inference -------------------------------------------------------------------------
@@ -210,7 +220,8 @@ class AccuracyMLP(RegressorMixin, BaseEstimator):
         torch.save(self.state_dict(), buf)
         meta = {"encoding": self.encoding, "hidden": [int(h) for h in self.hidden],
                 "y_mean": self.y_mean_, "y_std": self.y_std_, "params": _json_params(self.get_params()),
-                "validation": vars(self.validation_) if getattr(self, "validation_", None) else None}
+                "validation": vars(self.validation_) if getattr(self, "validation_", None) else None,
+                "width": getattr(self, "width_", None)}
         return save_bundle(folder, KIND, VERSION, meta, {WEIGHTS: buf.getvalue()})
 
     @classmethod
@@ -226,6 +237,7 @@ class AccuracyMLP(RegressorMixin, BaseEstimator):
             model.y_mean_, model.y_std_ = float(meta["y_mean"]), float(meta["y_std"])
             val = meta.get("validation")
             model.validation_ = AccuracyMetrics(**val) if val else None
+            model.width_ = None if meta.get("width") is None else float(meta["width"])
         except (KeyError, TypeError, ValueError) as exc:
             raise PredictorFileError(f"{path}: corrupt accuracy predictor metadata ({exc})") from None
         state = _load_state(blobs[WEIGHTS], f"{path}/{WEIGHTS}")
@@ -233,8 +245,10 @@ class AccuracyMLP(RegressorMixin, BaseEstimator):
         return model
 
     @classmethod
-    def from_ofa(cls, path: str | os.PathLike) -> "AccuracyMLP":
-        """OFA's pretrained predictor: state dict of a 128-400-400-400-1 MLP over OFA's encoding."""
+    def from_ofa(cls, path: str | os.PathLike = "") -> "AccuracyMLP":
+        """OFA's pretrained predictor (of the width-1.2 supernet): state dict of a 128-400-400-400-1 MLP over OFA's
+        encoding; by default the copy shipped with ofakit."""
+        path = path or OFA_PREDICTOR_FILE
         try:
             data = Path(path).read_bytes()
         except OSError as exc:
@@ -243,6 +257,7 @@ class AccuracyMLP(RegressorMixin, BaseEstimator):
         model.y_mean_, model.y_std_ = 0.0, 1.0
         model._load_checked(_load_state(data, str(path)), str(path))
         model.validation_ = None
+        model.width_ = OFA_WIDTH
         return model
 
     def _load_checked(self, state: Any, where: str) -> None:
@@ -396,11 +411,12 @@ def _json_params(params: dict[str, Any]) -> dict[str, Any]:
 
 
 def load_accuracy_predictor(spec: str) -> AccuracyMLP:
-    """``ofa:PATH`` (OFA's pretrained state dict) or ``mlp:PATH`` (saved by :meth:`AccuracyMLP.save`)."""
+    """``ofa`` (OFA's pretrained predictor shipped with ofakit), ``ofa:PATH`` (an OFA state dict file) or
+    ``mlp:PATH`` (saved by :meth:`AccuracyMLP.save`)."""
     kind, sep, path = str(spec).partition(":")
     loaders = {"ofa": AccuracyMLP.from_ofa, "mlp": AccuracyMLP.load}
-    if not sep or kind not in loaders or not path:
-        raise UserError(f"accuracy predictor: expected ofa:PATH or mlp:PATH, got {spec!r}")
+    if kind not in loaders or (sep and not path) or (kind == "mlp" and not path):
+        raise UserError(f"accuracy predictor: expected ofa, ofa:PATH or mlp:PATH, got {spec!r}")
     return loaders[kind](path)
 
 

@@ -27,9 +27,11 @@ def latency_constraint(profile: "str | Profile", bound: float, predictor: Option
     from ofa_core.search import Constraint
 
     prof = load_profile(profile) if isinstance(profile, str) else profile
-    pred = create_predictor(predictor or default_predictor(prof), prof)
+    kind = predictor or default_predictor(prof)
+    pred = create_predictor(kind, prof)
     table = pred.folded_table() if hasattr(pred, "folded_table") else prof.table()
-    return Constraint(f"latency[{prof.name}]", pred, float(bound), "ms", table), prof
+    return Constraint(f"latency[{prof.name}]", pred, float(bound), "ms", table,
+                      f"profile {prof.path}, predictor {kind}"), prof
 
 
 def saved_latency_constraint(folder: str, bound: float) -> tuple["Constraint", float]:
@@ -39,17 +41,20 @@ def saved_latency_constraint(folder: str, bound: float) -> tuple["Constraint", f
     from ofa_core.search import Constraint
 
     pred = create_predictor(folder)
-    return Constraint(f"latency[{Path(folder).name}]", pred, float(bound), "ms"), float(getattr(pred, "width_", 1.0))
+    return (Constraint(f"latency[{Path(folder).name}]", pred, float(bound), "ms", source=f"saved predictor {folder}"),
+            float(getattr(pred, "width_", 1.0)))
 
 
 def build_constraints(profiles: Sequence[str] = (), latencies: Sequence[float] = (), flops: Optional[float] = None,
                       params: Optional[float] = None, width: Optional[float] = None,
                       resolutions: Sequence[int] = OFA_RESOLUTIONS, sweep: bool = False,
-                      predictor: Optional[str] = None, saved: Sequence[str] = ()) -> tuple[list["Constraint"], float]:
+                      predictor: Optional[str] = None, saved: Sequence[str] = (), default_width: float = 1.0
+                      ) -> tuple[list["Constraint"], float]:
     """Constraints in order (latency per profile, then per saved predictor folder, then FLOPs and parameters) and
     the width they imply. ``latencies``: one bound per profile and saved predictor in that order; with ``sweep``
     the first one's bound is swept, so it gets none. ``predictor``: the registered predictor every profile uses
-    (default: each profile's :func:`~predictors.registry.default_predictor`)."""
+    (default: each profile's :func:`~predictors.registry.default_predictor`). ``default_width``: the width when
+    neither a device nor ``width`` names one."""
     from ofa_core.search import flops_constraint, params_constraint
 
     sources: list[tuple[str, bool]] = [(p, False) for p in profiles] + [(f, True) for f in saved]
@@ -80,13 +85,14 @@ def build_constraints(profiles: Sequence[str] = (), latencies: Sequence[float] =
             raise ParameterError("resolutions", f"{missing[0]} is not in profile {prof.name!r} "
                                                 f"({prof.meta.resolutions[0]}..{prof.meta.resolutions[-1]})")
     if len(widths) > 1:
-        raise ParameterError("profile", f"the devices describe different widths ({sorted(widths)})")
+        raise ParameterError("profile", f"the devices describe different widths ({sorted(widths)}); one search is "
+                                        f"over one supernet, so give devices of one width")
     if widths:
         w = widths.pop()
         if width is not None and abs(width - w) > 1e-9:
             raise ParameterError("width", f"{width} differs from the devices' width {w}")
     else:
-        w = 1.0 if width is None else width
+        w = default_width if width is None else width
     if flops is not None:
         constraints.append(flops_constraint(flops, w, resolutions))
     if params is not None:

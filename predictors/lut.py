@@ -94,6 +94,14 @@ def stored_state(profile: Profile) -> dict[str, Any]:
     return state
 
 
+def check_width(profile: Profile, batch: Any) -> Any:
+    """``batch`` if its width is the profile's; else the :class:`UserError` the CLI prints for it."""
+    if abs(batch.width - profile.meta.width) > 1e-9:
+        raise UserError(f"width: profile {profile.name!r} describes the width-{profile.meta.width} supernet, the "
+                        f"arch has width {batch.width} (pass --width {profile.meta.width})")
+    return batch
+
+
 class _Params:
     """scikit-learn's parameter protocol (``get_params``/``set_params`` from ``__init__``'s keyword arguments), so
     :func:`sklearn.base.clone` and sklearn's tools work without importing sklearn here."""
@@ -127,7 +135,7 @@ class LUTPredictor(_Params):
         self.profile = _as_profile(profile)
 
     def predict(self, archs: Archs) -> np.ndarray:
-        return self.profile.table().evaluate(as_batch(archs))
+        return self.profile.table().evaluate(check_width(self.profile, as_batch(archs)))
 
 
 @register_predictor("calibrated")
@@ -260,4 +268,4 @@ class CalibratedLUTPredictor(_Params):
         return self._folded
 
     def predict(self, archs: Archs) -> np.ndarray:
-        return self.folded_table().evaluate(as_batch(archs))
+        return self.folded_table().evaluate(check_width(self.profile, as_batch(archs)))

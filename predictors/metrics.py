@@ -25,8 +25,15 @@ class LatencyMetrics:
                 "mean_err_pct": 100 * self.mean_err, "spearman": self.spearman, "n": self.n}
 
     def __str__(self) -> str:
-        return (f"n={self.n}  Spearman={self.spearman:.4f}  MAPE={100 * self.mape:.2f}%  "
+        return (f"n={self.n}  {rank_text('Spearman', self.spearman, self.n)}  MAPE={100 * self.mape:.2f}%  "
                 f"within 5%={100 * self.within5:.1f}%  within 10%={100 * self.within10:.1f}%")
+
+
+def rank_text(name: str, value: float, n: int) -> str:
+    """``Spearman=0.9876``, or words saying why a rank correlation is undefined instead of ``nan``."""
+    if np.isfinite(value):
+        return f"{name}={value:.4f}"
+    return f"{name} n/a (too few subnets to rank: {n}; needs at least 3 with different values)"
 
 
 def latency_metrics(measured: np.ndarray, predicted: np.ndarray) -> LatencyMetrics:

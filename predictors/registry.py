@@ -106,7 +106,8 @@ def load_saved_predictor(path: str | os.PathLike) -> Predictor:
 
 def create_predictor(spec: Optional[str] = None, profile: "Profile | None" = None) -> Predictor:
     """A latency predictor: ``spec`` a registered name built on ``profile`` (None: :func:`default_predictor`),
-    or the path of a saved predictor folder (self-contained: it does not use ``profile``)."""
+    or a saved predictor (self-contained: it does not use ``profile``) given by folder or by its name in the
+    user's profile folder."""
     if spec is None:
         if profile is None:
             raise UserError("a latency predictor needs a device profile or a saved predictor folder")
@@ -118,8 +119,13 @@ def create_predictor(spec: Optional[str] = None, profile: "Profile | None" = Non
         return entry.cls(profile)
     if is_predictor_folder(spec):
         return load_saved_predictor(spec)
+    from device_profiles.store import find
+
+    saved = find(spec, "predictor.json")
+    if saved is not None:
+        return load_saved_predictor(saved)
     raise UserError(f"predictor: {spec!r} is neither a known name ({', '.join(list_predictors(saved=False))}) "
-                    f"nor a saved predictor folder")
+                    f"nor a saved predictor (a folder, or a name in your profile folder)")
 
 
 @functools.cache

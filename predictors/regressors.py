@@ -25,6 +25,7 @@ from sklearn.linear_model import Ridge
 
 from device_profiles import OpStats, Profile, ProfileMeta, load_profile
 from ofa_core.errors import ArchError, UserError
+from ofa_core.records import parse_csv_arch_row
 from ofa_core.space import ArchBatch, ArchConfig, as_batch
 
 from .base import Archs
@@ -51,7 +52,7 @@ def load_measured(path: str | os.PathLike, width: float | None = None) -> tuple[
         parse = json.loads
     else:
         records = list(enumerate(csv.DictReader(text.splitlines()), start=2))
-        parse = _parse_csv_row
+        parse = parse_csv_arch_row
     archs, ms = [], []
     for no, raw in records:
         try:
@@ -77,21 +78,6 @@ def load_measured(path: str | os.PathLike, width: float | None = None) -> tuple[
         return ArchBatch.from_configs(archs), np.asarray(ms)
     except ArchError as exc:
         raise UserError(f"{path}: {exc}") from None
-
-
-def _parse_csv_row(row: dict[str, Any]) -> dict[str, Any]:
-    """A CSV row with JSON cells (``arch`` dict or ``ks``/``e``/``d`` lists) as one flat record."""
-    rec: dict[str, Any] = {}
-    for k, v in row.items():
-        if k is None or v in (None, ""):
-            continue
-        rec[k] = json.loads(v) if k in ("arch", "ks", "e", "d", "r", "width") else v
-    arch = rec.pop("arch", None)
-    if arch is not None:
-        if not isinstance(arch, dict):
-            raise UserError("arch: expected OFA's arch dict as JSON")
-        rec = {**{k: v for k, v in rec.items() if k not in ("ks", "e", "d", "r")}, **arch}
-    return rec
 
 
 @dataclass

@@ -37,3 +37,12 @@ def cli(capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch, cache: P
         out = capsys.readouterr()
         return SimpleNamespace(returncode=code, stdout=out.out, stderr=out.err)
     return run
+
+
+@pytest.fixture(autouse=True, scope="session")
+def user_data_home(tmp_path_factory: pytest.TempPathFactory):
+    """Every test writes user profiles into a temp data folder, never into the package or the real home."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("XDG_DATA_HOME", str(tmp_path_factory.mktemp("xdg-data")))
+        mp.delenv("OFAKIT_PROFILE_DIR", raising=False)
+        yield

@@ -1,6 +1,8 @@
 """Export to ONNX and TFLite: BN folded, fixed shapes, atomic writes, numerics equal to torch (max abs diff)."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import onnx
 import pytest
@@ -91,8 +93,9 @@ def test_export_errors_leave_nothing_behind(tmp_path):
         run_file(tmp_path / "net.pb", np.zeros((1, 3, 8, 8)))
 
 
-def test_extracted_subnet_onnx_and_tflite(tmp_path):
-    """One extracted subnet through both exporters (litert-torch conversion takes ~20 s, so only one)."""
+def test_extracted_subnet_onnx_and_tflite(tmp_path, capfd):
+    """One extracted subnet through both exporters (litert-torch conversion takes ~20 s, so only one); the
+    converter's log (C++ and Python, e.g. "Estimated count of arithmetic ops") stays off the console."""
     torch.manual_seed(3)
     sup = OFAMobileNetV3(n_classes=10)
     arch = sup.sample_active_subnet(np.random.default_rng(3), d=[2], resolutions=[128])
@@ -100,7 +103,10 @@ def test_extracted_subnet_onnx_and_tflite(tmp_path):
     x = image(arch.r, 3)
     onnx_path = export_onnx(net, x, tmp_path / "sub.onnx")
     assert max_abs_diff(onnx_path, net, x) <= TOL
+    capfd.readouterr()
     tfl = export_tflite(net, x, tmp_path / "sub.tflite")
+    os.write(2, b"after\n")  # the console is back afterwards
+    assert capfd.readouterr() == ("", "after\n")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sub.onnx", "sub.tflite"]
     assert max_abs_diff(tfl, net, x) <= TOL
     other = image(arch.r, 4)

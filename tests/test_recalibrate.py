@@ -75,7 +75,8 @@ def test_recalibrate_stores_the_factor_and_predictions_scale_by_it(measured: Pat
     (tmp_path / "a.json").write_text(json.dumps(arch.to_ofa_dict()))
     r = cli("predict", str(tmp_path / "a.json"), "-p", str(folder), "--predictor", "calibrated")
     assert r.returncode == 0, r.stderr
-    assert r.stdout.strip() == f"{with_state[0]:.3f} ms"
+    assert r.stdout.strip().startswith(f"{with_state[0]:.3f} ms  (profile small (")
+    assert r.stdout.strip().endswith("predictor calibrated)")
     constraint, _ = latency_constraint(str(folder), 100.0)
     assert constraint.table.evaluate(batch) == pytest.approx(with_state, rel=1e-12)
 

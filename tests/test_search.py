@@ -268,7 +268,7 @@ def test_cli_sweep_writes_a_monotone_front(profile_dir, capsys, tmp_path):
     (["--profile", "note10", "--sweep", "30:20:2", "--out", "x.csv"], "--sweep: need 0 < LO <= HI"),
     (["--profile", "note10", "--sweep", "15:35"], "--sweep"),
     (["--profile", "note10", "--latency", "25", "--population", "1"], "population: must be at least 2"),
-    (["--profile", "note10", "--latency", "25", "--accuracy-predictor", "pth:x"], "expected ofa:PATH or mlp:PATH"),
+    (["--profile", "note10", "--latency", "25", "--accuracy-predictor", "pth:x"], "expected ofa, ofa:PATH or mlp:PATH"),
     (["--profile", "note10", "--latency", "25", "--accuracy-predictor", "ofa:/nonexistent.pth"], "cannot read"),
 ])
 def test_cli_mistakes_give_one_line_and_exit_2(profile_dir, capsys, args, expected):

@@ -11,6 +11,7 @@ import torch
 
 from ..errors import UserError
 from ..fileio import atomic_write_bytes
+from ..supernet_weights import is_ofa_layout, load_supernet_state, ofakit_keys
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
@@ -35,21 +36,19 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
 
 
 def model_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """The model weights in a checkpoint: its ``model`` entry, or the file itself if it is a bare state dict."""
+    """The model weights in a checkpoint: its ``model`` (or OFA's ``state_dict``) entry, or the file itself if it
+    is a bare state dict; OFA's key layout is renamed to ofakit's."""
     state = load_checkpoint(path)
-    sd = state.get("model", state)
+    sd = state.get("model", state.get("state_dict", state))
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise UserError(f"{path}: no model state dict in the checkpoint")
-    return sd
+    return ofakit_keys(sd) if is_ofa_layout(sd) else sd
 
 
 def load_model_state(model: torch.nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
-    """``model.load_state_dict(state)`` with a one-line error naming ``where`` on mismatch."""
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise UserError(f"{where}: weights do not fit this supernet ({first[:200]})") from None
+    """Load ``state`` strictly into ``model``; a mismatch is one line naming ``where`` and the real cause
+    (missing / unexpected keys, or the width the weights are for)."""
+    load_supernet_state(model, state, where)
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:

@@ -7,33 +7,12 @@ from typing import Optional
 
 import typer
 
-from ofa_core.errors import UserError
-
 CHECK_TOLERANCE = 1e-4
 
 
 class Format(str, Enum):
     onnx = "onnx"
     tflite = "tflite"
-
-
-def _load_supernet_state(path: Path) -> dict:
-    """A supernet state dict saved by training (a plain state dict or under "state_dict"/"model")."""
-    import torch
-
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such weights file") from None
-    except Exception as exc:  # weights_only refuses pickled code; other files are not torch archives
-        raise UserError(f"{path}: not a torch state dict loadable with weights_only=True "
-                        f"({type(exc).__name__})") from None
-    for key in ("state_dict", "model"):
-        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
-            obj = obj[key]
-    if not isinstance(obj, dict) or "classifier.linear.weight" not in obj:
-        raise UserError(f"{path}: not an OFAMobileNetV3 supernet state dict (no classifier.linear.weight)")
-    return obj
 
 
 def register(app: typer.Typer) -> None:
@@ -46,7 +25,8 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(..., "--out", "-o", help="Output file (written atomically)."),
         width: Optional[float] = typer.Option(None, "--width", help="Width multiplier (default: the file's or 1.0)."),
         weights: Optional[Path] = typer.Option(
-            None, "--weights", help="Supernet state dict from `ofakit train`; default: fresh weights."),
+            None, "--weights", help="Supernet weights: a checkpoint of `ofakit train` or OFA's released "
+                                 "checkpoint as it is; default: fresh weights."),
         seed: int = typer.Option(0, "--seed", help="Seed for fresh weights and the check input."),
         check: bool = typer.Option(False, "--check", help="Run the file and compare with torch (max abs diff)."),
     ) -> None:
@@ -61,14 +41,11 @@ def register(app: typer.Typer) -> None:
         torch.manual_seed(seed)
         if weights is not None:
             from ofa_core.supernet import OFAMobileNetV3
+            from ofa_core.supernet_weights import load_supernet_state, read_supernet_state
 
-            state = _load_supernet_state(weights)
+            state = read_supernet_state(weights)
             net = OFAMobileNetV3(width=cfg.width, n_classes=int(state["classifier.linear.weight"].shape[0]))
-            try:
-                net.load_state_dict(state)
-            except RuntimeError as exc:
-                raise UserError(f"{weights}: does not fit a width-{cfg.width} supernet "
-                                f"({str(exc).splitlines()[0]})") from None
+            load_supernet_state(net, state, str(weights))
             net.set_active_subnet(cfg)
             model = net.get_active_subnet().eval()
         else:

@@ -3,8 +3,12 @@
 measured subnets)."""
 from __future__ import annotations
 
+import csv
+import io
+import json
+from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, List, Optional
 
 import typer
 
@@ -21,46 +25,155 @@ def _hidden(text: str) -> tuple[int, ...]:
     return sizes
 
 
+def _save_target(out: Optional[Path], name: Optional[str]) -> Path:
+    """Where a fitted latency predictor goes: ``--out FOLDER``, or ``--name NAME`` in the user's profile folder
+    (then found by that name like a profile)."""
+    from device_profiles.store import write_folder
+
+    if (out is None) == (name is None):
+        raise UserError("give either --out FOLDER or --name NAME (saved in your profile folder)")
+    return out if out is not None else write_folder(name)
+
+
+NameOpt = typer.Option(None, "--name", help="Save into your profile folder under this name (use it as "
+                                            "--predictor NAME) instead of --out.")
+
+
+MODEL_SUFFIXES = (".onnx", ".tflite", ".pt", ".pth", ".pb", ".h5")
+
+
+def read_arch_records(path: Path) -> list[tuple[str, dict]]:
+    """(label, OFA arch dict) for every subnet in an arch file: one JSON dict, a JSON list of them, JSON lines,
+    or a CSV whose rows hold an ``arch`` column or ``ks, e, d, r`` columns (what ofakit writes)."""
+    from ofa_core.records import parse_csv_arch_row
+
+    accepted = ("predict reads arch files: OFA's arch dict as JSON (one, a JSON list or JSON lines) or a CSV with "
+                "an arch column (ofakit search --sweep, validate); `ofakit sample` writes some")
+    if path.suffix.lower() in MODEL_SUFFIXES:
+        raise UserError(f"{path}: a model file; {accepted}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not a text file; {accepted}") from None
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read arch file ({exc.strerror})") from None
+    keys = ("ks", "e", "d", "r", "width")
+    try:
+        if path.suffix.lower() == ".csv":
+            rows = [(f"{path}:{no}", parse_csv_arch_row(row)) for no, row in
+                    enumerate(csv.DictReader(io.StringIO(text)), start=2)]
+        else:
+            try:
+                doc = json.loads(text)
+                rows = ([(str(path), doc)] if not isinstance(doc, list)
+                        else [(f"{path}[{i}]", d) for i, d in enumerate(doc)])
+            except json.JSONDecodeError:
+                rows = [(f"{path}:{no}", json.loads(line)) for no, line in enumerate(text.splitlines(), start=1)
+                        if line.strip()]
+    except (json.JSONDecodeError, UserError) as exc:
+        raise UserError(f"{path}: not an arch file ({exc}); {accepted}") from None
+    out = []
+    for label, rec in rows:
+        if not isinstance(rec, dict) or not {"ks", "e", "d", "r"} <= set(rec):
+            raise UserError(f"{label}: no arch (ks, e, d, r) here; {accepted}")
+        out.append((label, {k: rec[k] for k in keys if k in rec}))
+    if not out:
+        raise UserError(f"{path}: no arch in the file; {accepted}")
+    return out
+
+
+@dataclass
+class Column:
+    """One column of `ofakit predict`: a predictor on a profile (or a self-contained saved predictor)."""
+
+    title: str
+    profile: Optional[str]
+    kind: str
+    source: str
+    predictor: Any
+    width: float
+
+
+def latency_columns(profiles: List[str], predictor: Optional[str]) -> list[Column]:
+    """The predictors `predict` reports, one per profile (default: this CPU's), or the saved one."""
+    from device_profiles import DEFAULT_PROFILE, load_profile
+    from predictors.registry import create_predictor, default_predictor, list_predictors
+
+    if predictor is not None and predictor not in list_predictors(saved=False):
+        pred = create_predictor(predictor)
+        if profiles:
+            raise UserError("--profile: a saved predictor carries its own device data; leave --profile out")
+        return [Column(predictor, None, predictor, f"saved predictor {predictor}", pred,
+                       float(getattr(pred, "width_", 1.0)))]
+    cols = []
+    for name in profiles or [DEFAULT_PROFILE]:
+        prof = load_profile(name)
+        kind = predictor or default_predictor(prof)
+        cols.append(Column(prof.name, prof.name, kind, f"profile {prof.name} ({prof.path}), predictor {kind}",
+                           create_predictor(kind, prof), prof.meta.width))
+    return cols
+
+
+def predict_column(col: Column, records: list[tuple[str, dict]], width: Optional[float]) -> list[float]:
+    """Predicted ms of every (label, arch dict) on one column (archs without a width take the column's)."""
+    from ofa_core.errors import ArchError
+    from ofa_core.space import ArchBatch, ArchConfig
+
+    configs = []
+    for label, d in records:
+        try:
+            configs.append(ArchConfig.from_ofa_dict(d, width, col.width))
+        except ArchError as exc:
+            raise UserError(f"{label}: {exc}") from None
+    by_width: dict[float, list[int]] = {}
+    for i, c in enumerate(configs):
+        by_width.setdefault(c.width, []).append(i)
+    ms = [0.0] * len(configs)
+    for idx in by_width.values():
+        for i, v in zip(idx, col.predictor.predict(ArchBatch.from_configs([configs[i] for i in idx]))):
+            ms[i] = float(v)
+    return ms
+
+
 def register(app: typer.Typer) -> None:
     """Add `predict`, `fit-accuracy`, `fit-latency` and `fit-few-shot` to `app`."""
 
     @app.command("predict")
     def predict(
-        archs: List[Path] = typer.Argument(..., help="Arch JSON file(s): OFA's {\"ks\", \"e\", \"d\", \"r\"} dict."),
-        profile: Optional[str] = typer.Option(None, "--profile", "-p",
-                                              help="Device profile name or folder (default: this CPU's)."),
+        archs: List[Path] = typer.Argument(..., help="Arch files: OFA's {\"ks\", \"e\", \"d\", \"r\"} dict as JSON, a JSON "
+                                                     "list or JSON lines of them, or a CSV with an arch column (a "
+                                                     "search front, validation.csv)."),
+        profile: Optional[List[str]] = typer.Option(None, "--profile", "-p",
+                                                    help="Device profile name or folder (default: this CPU's); "
+                                                         "repeat for one column per profile."),
         width: Optional[float] = typer.Option(None, "--width",
                                               help="Width multiplier (default: the file's, else the profile's)."),
         predictor: Optional[str] = typer.Option(None, "--predictor",
-                                                help="lut, calibrated (default: calibrated where the profile has "
-                                                     "a calibration, else lut), or the folder of a saved predictor "
-                                                     "(fit-latency, few-shot), which carries its own profile data."),
+                                                help="lut, calibrated, or a saved predictor (folder or name: "
+                                                     "fit-latency, few-shot), which carries its own device data "
+                                                     "(default: calibrated if the profile has a calibration, "
+                                                     "else lut)."),
+        as_json: bool = typer.Option(False, "--json", help="Print one JSON document instead of a table."),
     ) -> None:
-        """Print the predicted latency (ms) of each subnet."""
-        from device_profiles import DEFAULT_PROFILE, load_profile
-        from ofa_core.space import ArchBatch, load_arch
-        from predictors.registry import create_predictor, is_predictor_folder
-
-        named = predictor is None or not is_predictor_folder(predictor)
-        prof = load_profile(profile or DEFAULT_PROFILE) if named else None
-        pred = create_predictor(predictor, prof)
-        if profile and not named:
-            raise UserError("--profile: a saved predictor carries its own device data; leave --profile out")
-        default_width = prof.meta.width if prof is not None else getattr(pred, "width_", 1.0)
-        configs = [load_arch(p, width, default_width) for p in archs]
-        if prof is not None and any(c.width != prof.meta.width for c in configs):
-            bad = next(c for c in configs if c.width != prof.meta.width)
-            raise UserError(f"width: profile {prof.name!r} describes the width-{prof.meta.width} supernet, the "
-                            f"arch has width {bad.width} (pass --width {prof.meta.width})")
-        by_width: dict[float, list[int]] = {}
-        for i, c in enumerate(configs):
-            by_width.setdefault(c.width, []).append(i)
-        ms = [0.0] * len(configs)
-        for idx in by_width.values():
-            for i, v in zip(idx, pred.predict(ArchBatch.from_configs([configs[i] for i in idx]))):
-                ms[i] = float(v)
-        for path, v in zip(archs, ms):
-            typer.echo(f"{v:.3f} ms" if len(archs) == 1 else f"{path}: {v:.3f} ms")
+        """Print the predicted latency (ms) of each subnet, with the profile and predictor that gave it."""
+        records = [rec for path in archs for rec in read_arch_records(path)]
+        columns = latency_columns(profile or [], predictor)
+        values = [predict_column(col, records, width) for col in columns]
+        if as_json:
+            typer.echo(json.dumps({"columns": [{"profile": c.profile, "predictor": c.kind, "source": c.source}
+                                               for c in columns],
+                                   "rows": [{"arch": label, "ms": [v[i] for v in values]}
+                                            for i, (label, _) in enumerate(records)]}, indent=1))
+            return
+        if len(records) == 1 and len(columns) == 1:
+            typer.echo(f"{values[0][0]:.3f} ms  ({columns[0].source})")
+            return
+        heads = [c.title for c in columns]
+        pad = max(len(label) for label, _ in records + [("arch", None)])
+        typer.echo("  ".join([f"{'arch':<{pad}}", *(f"{h:>12}" for h in heads)]))
+        for i, (label, _) in enumerate(records):
+            typer.echo("  ".join([f"{label:<{pad}}", *(f"{v[i]:>12.3f}" for v in values)]))
+        typer.echo("ms from: " + "; ".join(f"{c.title} = {c.source}" for c in columns))
 
     @app.command("fit-accuracy")
     def fit_accuracy(
@@ -94,7 +207,8 @@ def register(app: typer.Typer) -> None:
     def fit_latency(
         data: Path = typer.Argument(..., help="Measured subnets: CSV with ks,e,d,r (JSON lists) and ms columns, "
                                               "or JSONL of arch dicts with an ms field."),
-        out: Path = typer.Option(..., "--out", "-o", help="Folder to save the regressor into."),
+        out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder to save the regressor into."),
+        name: Optional[str] = NameOpt,
         model: str = typer.Option("gbr", "--model", help="ridge, gbr or rf."),
         profile: Optional[str] = typer.Option(None, "--profile", "-p",
                                               help="Device profile whose LUT sum the regressor corrects "
@@ -110,6 +224,7 @@ def register(app: typer.Typer) -> None:
         from predictors.metrics import latency_metrics
         from predictors.regressors import LatencyRegressor, load_measured
 
+        dest = _save_target(out, name)
         archs, ms = load_measured(data, width)
         if not 0 <= holdout < 1:
             raise UserError(f"--holdout: must be in [0, 1), got {holdout}")
@@ -120,13 +235,15 @@ def register(app: typer.Typer) -> None:
         if n_test:
             typer.echo(f"held-out ({n_test} subnets): {latency_metrics(ms[test], reg.predict(archs[test]))}")
         reg = LatencyRegressor(model=model, profile=profile, random_state=seed).fit(archs, ms)
-        typer.echo(f"saved {reg.save(out)} (fitted on all {len(ms)} subnets; use it as --predictor {out})")
+        typer.echo(f"saved {reg.save(dest)} (fitted on all {len(ms)} subnets; use it as --predictor "
+                   f"{name or dest})")
 
     @app.command("fit-few-shot")
     def fit_few_shot_cmd(
         data: Path = typer.Argument(..., help="A few subnets measured on the new device (same formats as "
                                               "fit-latency), e.g. 10."),
-        out: Path = typer.Option(..., "--out", "-o", help="Folder to save the predictor into."),
+        out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder to save the predictor into."),
+        name: Optional[str] = NameOpt,
         reference: Optional[List[str]] = typer.Option(
             None, "--reference", "-r", help="Known device profile to learn from (repeatable; default: every "
                                             "known profile that covers the subnets)."),
@@ -136,9 +253,10 @@ def register(app: typer.Typer) -> None:
         from predictors.fewshot import fit_few_shot
         from predictors.regressors import load_measured
 
+        dest = _save_target(out, name)
         archs, ms = load_measured(data, width)
         model = fit_few_shot(archs, ms, references=reference or None)
         typer.echo(f"model: log ms ~ {model.description} (leave-one-out RMSE of log ms: "
                    f"{model.loo_rmse_[0]:.3f}; references: {', '.join(model.reference_names_) or 'none'})")
-        typer.echo(f"saved {model.save(out)} (use it as --predictor {out})")
+        typer.echo(f"saved {model.save(dest)} (use it as --predictor {name or dest})")
 

@@ -44,7 +44,7 @@ def measure_cmd(
     resolutions: str = typer.Option("128:224:4", "--resolutions", "-r", help="START:STOP:STEP or a comma list."),
     quick: bool = typer.Option(False, "--quick", help="Measure a few resolutions, interpolate the rest."),
     rounds: int = typer.Option(4, "--rounds", help="Interleaved measurement rounds per op."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Profile folder (default: profile root/NAME)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Profile folder (default: NAME in your profile folder)."),
     name: str = typer.Option("", "--name", help="Profile name (default: DEVICE-BACKEND-<threads>t)."),
     work: Optional[Path] = typer.Option(None, "--work", help="Journal folder (default: cache/work/NAME)."),
     fresh: bool = typer.Option(False, "--fresh", help="Discard this profile's journal and measure anew."),
@@ -103,14 +103,15 @@ def import_ofa_cmd(
     folder: Path = typer.Argument(..., help="Folder of OFA <R>_lookup_table.yaml files."),
     name: str = typer.Option(..., "--name", help="Name of the new profile."),
     width: float = typer.Option(..., "--width", help="Width multiplier the tables were measured for."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Profile folder (default: profile root/NAME)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Profile folder (default: NAME in your profile folder)."),
 ) -> None:
     """Import OFA's YAML latency tables as a device profile."""
-    from device_profiles import profile_root
     from device_profiles.ofa_yaml import import_ofa
+    from device_profiles.store import write_folder
 
+    target = out or write_folder(name)
     prof = import_ofa(folder, name, width)
-    dest = prof.save(out or profile_root() / name)
+    dest = prof.save(target)
     print(f"{name}: {len(prof)} entries over {len(prof.meta.resolutions)} resolutions -> {dest}")
 
 

@@ -3,9 +3,9 @@ FLOPs and parameter bounds; `--sweep` traces the accuracy-latency front.
 
 Examples::
 
-    ofakit search --profile note10 --latency 25 --accuracy-predictor ofa:acc_predictor.pth --seed 1 --out a.json
-    ofakit search --profile note10 --latency 25 --profile cpu-onnxruntime-1t --latency 8 --flops 400 ...
-    ofakit search --profile note10 --sweep 15:35:2 --accuracy-predictor ofa:PATH --out front.csv
+    ofakit search --profile note10 --latency 25 --accuracy-predictor ofa --seed 1 --out a.json
+    ofakit search --profile note10 --latency 25 --profile my-phone --latency 8 --flops 400 ...
+    ofakit search --profile note10 --sweep 15:35:2 --accuracy-predictor ofa --out front.csv
 """
 from __future__ import annotations
 
@@ -76,7 +76,8 @@ def register(app: typer.Typer) -> None:
     @app.command("search")
     def search(
         accuracy_predictor: str = typer.Option(..., "--accuracy-predictor", "-a",
-                                               help="ofa:PATH (OFA's pretrained state dict) or mlp:PATH."),
+                                               help="ofa (OFA's pretrained predictor, width 1.2, shipped), ofa:PATH or "
+                                                    "mlp:PATH (fit-accuracy)."),
         profile: List[str] = typer.Option([], "--profile", "-p", help="Device profile; repeat for several."),
         latency: List[float] = typer.Option([], "--latency", "-l", help="Latency bound (ms) of each --profile, "
                                                                          "in order."),
@@ -122,18 +123,23 @@ def register(app: typer.Typer) -> None:
         bounds = parse_sweep(sweep) if sweep is not None else []
         if sweep is not None and out is None:
             raise UserError("--sweep: give --out FILE.csv for the front")
+        acc = load_accuracy_predictor(accuracy_predictor)
+        acc_width = getattr(acc, "width_", None)
         saved = [p for p in predictor if is_predictor_folder(p)]
         named = [p for p in predictor if p not in saved]
         if len(named) > 1:
             raise UserError(f"--predictor: name one registered predictor for every --profile, got {named}")
         constraints, w = build_constraints(profile, latency, flops, params, width, res, sweep is not None,
-                                           named[0] if named else None, saved)
+                                           named[0] if named else None, saved, default_width=acc_width or 1.0)
+        if acc_width is not None and abs(acc_width - w) > 1e-9:
+            what = f"profile {profile[0]!r}" if profile else "--width"
+            raise UserError(f"--accuracy-predictor: {accuracy_predictor!r} predicts the width-{acc_width:g} supernet, "
+                            f"{what} describes width {w:g}; use a predictor fitted on width-{w:g} subnets")
         kw: dict[str, Any] = dict(population=population, parent_ratio=parent_ratio, mutation_ratio=mutation_ratio,
                                   mutate_prob=mutate_prob, resolution_mutate_prob=mutate_prob, resolutions=res, width=w)
         if generations is not None:
             kw["generations"] = generations
         config = SearchConfig.ofa(**kw) if ofa else SearchConfig(**kw)
-        acc = load_accuracy_predictor(accuracy_predictor)
         with threadpool_limits(1):  # the predictors' small matrix products run fastest on one BLAS thread
             if sweep is not None:
                 results = run_sweep(acc, constraints, bounds, 0, config, seed)
@@ -155,6 +161,10 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"  predicted top-1: {100 * result.accuracy:.2f}%")
         for c in constraints:
             typer.echo(f"  {c.name}: {c.describe(result.values[c.name])} (bound {c.describe(c.bound)})")
+        typer.echo(f"  top-1 from: accuracy predictor {accuracy_predictor}")
+        for c in constraints:
+            if c.source:
+                typer.echo(f"  {c.name} from: {c.source}")
         if out is not None:
             out.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_text(out, a.to_json() + "\n")
