@@ -60,7 +60,7 @@ def register(app: typer.Typer) -> None:
 
         from ofa_core.space import sample_batch, space_for_width
 
-        from .profile import parse_resolutions
+        from ..workflows import parse_resolutions
 
         spec = space_for_width(width)
         res = parse_resolutions(resolutions) if resolutions else None
