@@ -47,6 +47,11 @@ def test_names_that_are_paths_are_refused(home, capsys, name):
     assert not (home / ".local").exists()
 
 
+def test_profile_name_is_checked_before_measuring(home, cli):
+    r = cli("profile", "cpu", "--quick", "--name", "../escape")
+    assert r.returncode == 2 and "is not a profile name" in r.stderr
+
+
 def test_writers_never_touch_the_package(home, capsys):
     before = tree_digest(PACKAGE)
     user = store.user_dir()

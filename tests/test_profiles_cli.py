@@ -30,6 +30,17 @@ def test_list_show_compare(cli, tmp_path, monkeypatch):
     r = cli("profiles", "compare", "note10", "phone", "--n", "200", "--seed", "3")
     assert r.returncode == 0, r.stderr
     assert "ratio phone / note10: median 1.000, 10-90% 1.000..1.000" in r.stdout and "Spearman" in r.stdout
+    # a device twice as slow on every op: ratio 2 everywhere, the same ranking
+    from dataclasses import replace
+
+    from device_profiles import Profile, ProfileMeta, load_profile
+
+    n10 = load_profile("note10")
+    slow = Profile(ProfileMeta(**{**vars(n10.meta), "name": "slow"}), [replace(e, ms=2 * e.ms) for e in n10])
+    slow.save()
+    r = cli("profiles", "compare", "note10", "slow", "--n", "300")
+    assert "ratio slow / note10: median 2.000, 10-90% 2.000..2.000" in r.stdout
+    assert "Spearman (same ranking = 1): 1.0000" in r.stdout
     r = cli("profiles", "compare", "note10", "cpu-onnxruntime-1t")
     assert r.returncode == 2 and "different supernets" in r.stderr and r.stderr.count("\n") == 1
     r = cli("profiles", "show", "nope")
