@@ -16,8 +16,10 @@ from ofa_core import __version__
 from ofa_core.errors import UserError
 from ofa_core.ops import OpSpec, resolution_ops
 from ofa_core.space import space_for_width
+from ofa_core.strict import load_yaml, validated
 
 from . import OpStats, Profile, ProfileMeta, atomic_write_text
+from .schema import OfaEntrySchema
 
 _FILE_RE = re.compile(r"(\d+)_lookup_table\.ya?ml")
 
@@ -36,10 +38,7 @@ def import_ofa(folder: str | Path, name: str, width: float) -> Profile:
     spec = space_for_width(width)
     entries: list[OpStats] = []
     for r, path in files:
-        try:
-            data = yaml.load(path.read_text(encoding="utf-8"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-        except yaml.YAMLError as exc:
-            raise UserError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        data = load_yaml(path, "OFA lookup table")
         if not isinstance(data, dict):
             raise UserError(f"{path}: expected a mapping of operator keys")
         expected = {op.key for op in resolution_ops(spec, r)}
@@ -48,10 +47,13 @@ def import_ofa(folder: str | Path, name: str, width: float) -> Profile:
             if key not in expected:
                 raise UserError(f"{path}: operator {key} is not in the width-{spec.width_mult} space at r={r} "
                                 f"(wrong --width?)")
-            if not isinstance(stats, dict) or not {"count", "mean", "std"} <= set(stats):
-                raise UserError(f"{path}: entry {key} needs count, mean and std")
-            entries.append(OpStats(key=key, ms=float(stats["mean"]), resolution=r, mean_ms=float(stats["mean"]),
-                                   std_ms=float(stats["std"]), n=int(stats["count"])))
+            s = validated(OfaEntrySchema, stats, f"{path}: entry {key}", UserError)
+            entries.append(OpStats(key=key, ms=s["mean"], resolution=r, mean_ms=s["mean"], std_ms=s["std"],
+                                   n=s["count"]))
+        missing = expected - set(data)
+        if missing:
+            raise UserError(f"{path}: {len(missing)} of the {len(expected)} operators at r={r} are missing "
+                            f"(e.g. {min(missing)})")
     meta = ProfileMeta(name=name, device=name, backend="ofa-lut", width=spec.width_mult,
                        resolutions=[r for r, _ in files], source=f"ofa-import:{folder.name}",
                        created=datetime.now(timezone.utc).isoformat(timespec="seconds"), ofakit_version=__version__,
