@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
@@ -31,3 +34,30 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """:func:`atomic_write_bytes` of ``text`` in UTF-8 (newlines written as given)."""
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+@contextmanager
+def staged_folder(dest: str | os.PathLike, last: str | None = None) -> Iterator[Path]:
+    """Write a multi-file output whole or not at all: yields an empty temp folder beside ``dest``; when the block
+    succeeds its files go into place, else it is removed and ``dest`` is left as it was.
+
+    A missing (or empty) ``dest`` is replaced by the temp folder in one rename. Into an existing folder (which may
+    hold the user's other files) the staged files are renamed one by one, ``last`` (the file that makes the
+    folder loadable, e.g. ``predictor.json``) after all the others."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name[:64]}.", suffix=".tmp"))
+    try:
+        yield tmp
+        os.chmod(tmp, 0o777 & ~_UMASK)  # mkdtemp makes 0700
+        if dest.is_dir() and not any(dest.iterdir()):
+            dest.rmdir()
+        if not dest.exists():
+            os.replace(tmp, dest)
+            return
+        for p in sorted(tmp.iterdir(), key=lambda p: p.name == last):
+            os.replace(p, dest / p.name)
+        tmp.rmdir()
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)

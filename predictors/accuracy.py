@@ -27,8 +27,9 @@ from ofa_core.records import read_accuracy_records
 from ofa_core.space import (D_CHOICES, E_CHOICES, ENCODING_RESOLUTIONS, KS_CHOICES, MAX_DEPTH, N_BLOCKS, N_STAGES,
                             ArchBatch, as_batch, check_encoded_resolutions, choice_indices, encode_general, encode_ofa)
 
-from .base import Archs
-from .persist import PredictorFileError, load_bundle, save_bundle
+from .base import Archs, checked
+from .persist import PredictorFileError, checked_meta, load_bundle, save_bundle
+from .schema import AccuracyMeta
 
 ENCODINGS: dict[str, Callable[[ArchBatch], np.ndarray]] = {"ofa": encode_ofa, "general": encode_general}
 ENCODING_DIMS = {"ofa": 128, "general": 137}
@@ -187,7 +188,7 @@ class AccuracyMLP(RegressorMixin, BaseEstimator):
         out = self._net().forward(as_batch(archs))
         out *= self.y_std_
         out += self.y_mean_
-        return out
+        return checked(out, getattr(self, "source_", "accuracy predictor"), "top-1")
 
     # --- persistence -----------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -208,12 +209,13 @@ class AccuracyMLP(RegressorMixin, BaseEstimator):
         meta = {"encoding": self.encoding, "hidden": [int(h) for h in self.hidden],
                 "y_mean": self.y_mean_, "y_std": self.y_std_, "params": _json_params(self.get_params()),
                 "validation": vars(self.validation_) if getattr(self, "validation_", None) else None}
-        return save_bundle(folder, KIND, VERSION, meta, {WEIGHTS: buf.getvalue()})
+        return save_bundle(folder, KIND, VERSION, meta, {WEIGHTS: buf.getvalue()}, AccuracyMeta)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "AccuracyMLP":
         """Load a predictor saved by :meth:`save`; tampered or other-version files raise one-line errors."""
         meta, blobs = load_bundle(path, KIND, VERSION)
+        checked_meta(path, meta, AccuracyMeta)
         try:
             params = dict(meta["params"])
             params["hidden"] = tuple(meta["hidden"])
@@ -221,6 +223,7 @@ class AccuracyMLP(RegressorMixin, BaseEstimator):
             model = cls(**params)
             model._check_params()
             model.y_mean_, model.y_std_ = float(meta["y_mean"]), float(meta["y_std"])
+            model.source_ = str(path)
             val = meta.get("validation")
             model.validation_ = AccuracyMetrics(**val) if val else None
         except (KeyError, TypeError, ValueError) as exc:

@@ -26,6 +26,18 @@ class Predictor(Protocol):
         ...
 
 
+def checked(values: np.ndarray, source: object, unit: str = "ms") -> np.ndarray:
+    """``values`` as they leave a predictor: every one finite and > 0, else a one-line error naming ``source``
+    (the profile or saved predictor whose numbers produced it). Never lets a NaN or a negative latency through."""
+    bad = ~(np.isfinite(values) & (values > 0))
+    if bad.any():
+        v = values[bad][0]
+        from ofa_core.errors import UserError
+        raise UserError(f"{source}: predicted {v:.6g} {unit} for a subnet; the numbers this prediction is made "
+                        f"of are damaged or out of range")
+    return values
+
+
 # --- latency predictors by name or saved folder (used by `ofakit predict`, validate and search) -------------
 
 LatencyFactory = Callable[["Profile"], Predictor]
@@ -54,18 +66,15 @@ SAVED_PREDICTORS: dict[str, str] = {
 def load_saved_predictor(path: str) -> Predictor:
     """Load any saved latency predictor folder, dispatching on its recorded kind."""
     import importlib
-    import json
-    from pathlib import Path
 
     from ofa_core.errors import UserError
+    from ofa_core.strict import load_json
 
     from .persist import META_FILE, resolve_bundle
 
     folder = resolve_bundle(path)
-    try:
-        kind = json.loads((folder / META_FILE).read_text(encoding="utf-8")).get("kind")
-    except (OSError, ValueError, AttributeError) as exc:
-        raise UserError(f"{Path(folder) / META_FILE}: corrupt predictor metadata ({exc})") from None
+    body = load_json(folder / META_FILE, "predictor metadata")
+    kind = body.get("kind") if isinstance(body, dict) else None
     if kind not in SAVED_PREDICTORS:
         raise UserError(f"{folder}: a {kind!r} predictor cannot predict latency (known: "
                         f"{', '.join(sorted(SAVED_PREDICTORS))})")

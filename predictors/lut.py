@@ -26,7 +26,7 @@ from ofa_core.ops import STEM, MissingOpError, OpSpec, SlotTable
 from ofa_core.errors import UserError
 from ofa_core.space import ArchConfig, as_batch, space_for_width
 
-from .base import Archs
+from .base import Archs, checked
 
 # Per-op features of the calibration model; a subnet's feature is the sum over its ops.
 FEATURES: dict[str, Callable[[OpSpec, float], float]] = {
@@ -44,6 +44,11 @@ MIN_ANCHORS = 3  # fewer anchors measured both times: no state factor
 
 def _as_profile(profile: Profile | str) -> Profile:
     return load_profile(profile) if isinstance(profile, str) else profile
+
+
+def _source(profile: Profile) -> str:
+    """How messages name a profile: its folder when it has one."""
+    return str(profile.path) if profile.path is not None else f"profile {profile.name!r}"
 
 
 def calibration_archs(profile: Profile) -> list[ArchConfig]:
@@ -100,7 +105,7 @@ class LUTPredictor:
         self.profile = _as_profile(profile)
 
     def predict(self, archs: Archs) -> np.ndarray:
-        return self.profile.table().evaluate(as_batch(archs))
+        return checked(self.profile.table().evaluate(as_batch(archs)), _source(self.profile))
 
 
 class CalibratedLUTPredictor:
@@ -230,4 +235,4 @@ class CalibratedLUTPredictor:
         return self._folded
 
     def predict(self, archs: Archs) -> np.ndarray:
-        return self.folded_table().evaluate(as_batch(archs))
+        return checked(self.folded_table().evaluate(as_batch(archs)), _source(self.profile))

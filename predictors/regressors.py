@@ -26,10 +26,12 @@ from sklearn.linear_model import Ridge
 from device_profiles import OpStats, Profile, ProfileMeta, load_profile
 from ofa_core.errors import ArchError, UserError
 from ofa_core.space import ArchBatch, ArchConfig, as_batch
+from ofa_core.strict import validated
 
-from .base import Archs
+from .base import Archs, checked
 from .features import latency_features, measured_latencies
-from .persist import PredictorFileError, load_bundle, save_bundle
+from .persist import PredictorFileError, bundle_json, checked_meta, load_bundle, resolve_bundle, save_bundle
+from .schema import COMPILED_SCHEMAS, RegressorMeta, RegressorModel
 
 KIND, VERSION = "latency-regressor", 1
 MS_COLUMNS = ("ms", "measured_ms", "latency_ms")
@@ -256,7 +258,7 @@ class LatencyRegressor(RegressorMixin, BaseEstimator):
         if b.width != self.width_:
             raise UserError(f"width: this regressor was fitted on width {self.width_}, got {b.width}")
         x, _ = latency_features(b, self.table_)
-        return self._from_target(self.compiled_.predict(x), x)
+        return checked(self._from_target(self.compiled_.predict(x), x), getattr(self, "source_", "latency regressor"))
 
     # --- persistence -----------------------------------------------------------------------
     def save(self, folder: str | os.PathLike) -> Path:
@@ -269,18 +271,24 @@ class LatencyRegressor(RegressorMixin, BaseEstimator):
                 "n_train": self.n_train_, "profile": self.profile_meta_,
                 "compiled_kind": "linear" if isinstance(self.compiled_, LinearModel) else "trees"}
         model = json.dumps({"compiled": asdict(self.compiled_), "lut_rows": self.lut_rows_}).encode()
-        return save_bundle(folder, KIND, VERSION, meta, {"model.json": model})
+        return save_bundle(folder, KIND, VERSION, meta, {"model.json": model}, RegressorMeta)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "LatencyRegressor":
         """Load a regressor saved by :meth:`save`; tampered or other-version files raise one-line errors."""
         meta, blobs = load_bundle(path, KIND, VERSION)
+        checked_meta(path, meta, RegressorMeta)
+        data = bundle_json(path, blobs, "model.json", "latency regressor model")
+        where = resolve_bundle(path) / "model.json"
+        validated(RegressorModel, data, where, PredictorFileError)
+        validated(COMPILED_SCHEMAS.get(meta["compiled_kind"], RegressorModel), data["compiled"], f"{where}: compiled",
+                  PredictorFileError)
         try:
-            data = json.loads(blobs["model.json"])
             reg = cls(**meta["params"])
             if reg.model not in MODELS:
                 raise ValueError(f"unknown model {reg.model!r}")
             reg.width_ = float(meta["width"])
+            reg.source_ = str(resolve_bundle(path))
             reg.n_train_ = int(meta["n_train"])
             reg.profile_meta_ = meta["profile"]
             reg.lut_rows_ = data["lut_rows"]
