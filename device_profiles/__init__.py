@@ -210,7 +210,7 @@ def resolve_profile_path(name_or_path: str | os.PathLike) -> Path:
 def load_profile(name_or_path: str | os.PathLike = DEFAULT_PROFILE) -> Profile:
     """Load a profile by name (search path) or folder path. Errors are :class:`ProfileError` with one line."""
     folder = resolve_profile_path(name_or_path)
-    raw = load_json(folder / PROFILE_JSON, "profile metadata")
+    raw = load_json(folder / PROFILE_JSON, "profile metadata", ProfileError)
     if not isinstance(raw, dict):
         raise ProfileError(f"{folder / PROFILE_JSON}: corrupt profile metadata (not a JSON object)")
     version = raw.get("schema_version")

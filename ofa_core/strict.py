@@ -99,9 +99,12 @@ def parse_json(text: str, where: str | os.PathLike, what: str = "") -> Any:
     return data
 
 
-def load_json(path: str | os.PathLike, what: str) -> Any:
-    """:func:`parse_json` of the file at ``path``."""
-    return parse_json(read_text(path, what), path, what)
+def load_json(path: str | os.PathLike, what: str, error: type[UserError] = FileFormatError) -> Any:
+    """:func:`parse_json` of the file at ``path``; errors are ``error`` (the reader's own error class)."""
+    try:
+        return parse_json(read_text(path, what), path, what)
+    except FileFormatError as exc:
+        raise error(str(exc)) from None
 
 
 def check_size(data: Any, where: str | os.PathLike) -> None:
@@ -199,9 +202,12 @@ def parse_yaml(text: str, where: str | os.PathLike, what: str = "") -> Any:
     return data
 
 
-def load_yaml(path: str | os.PathLike, what: str) -> Any:
-    """:func:`parse_yaml` of the file at ``path``."""
-    return parse_yaml(read_text(path, what), path, what)
+def load_yaml(path: str | os.PathLike, what: str, error: type[UserError] = FileFormatError) -> Any:
+    """:func:`parse_yaml` of the file at ``path``; errors are ``error`` (the reader's own error class)."""
+    try:
+        return parse_yaml(read_text(path, what), path)
+    except FileFormatError as exc:
+        raise error(str(exc)) from None
 
 
 # --- CSV ----------------------------------------------------------------------------------------------------

@@ -74,7 +74,7 @@ def load_bundle(path: str | os.PathLike, kind: str, version: int) -> tuple[dict[
     """Read and verify a saved predictor of ``kind``; returns (its metadata, its data files' bytes)."""
     folder = resolve_bundle(path)
     meta_path = folder / META_FILE
-    body = load_json(meta_path, "predictor metadata")
+    body = load_json(meta_path, "predictor metadata", PredictorFileError)
     if not isinstance(body, dict) or body.get("format") != FORMAT:
         raise PredictorFileError(f"{meta_path}: not an ofakit predictor file")
     if body.get("kind") != kind:

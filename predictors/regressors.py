@@ -11,8 +11,8 @@ The profile's LUT rows are saved too, so a saved regressor is self-contained.
 """
 from __future__ import annotations
 
-import csv
 import json
+import math
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,9 +24,10 @@ from sklearn.ensemble import GradientBoostingRegressor, RandomForestRegressor
 from sklearn.linear_model import Ridge
 
 from device_profiles import OpStats, Profile, ProfileMeta, load_profile
+from device_profiles.schema import MAX_MS
 from ofa_core.errors import ArchError, UserError
 from ofa_core.space import ArchBatch, ArchConfig, as_batch
-from ofa_core.strict import validated
+from ofa_core.strict import csv_rows, parse_json, read_text, validated
 
 from .base import Archs, checked
 from .features import latency_features, measured_latencies
@@ -43,17 +44,16 @@ def load_measured(path: str | os.PathLike, width: float | None = None) -> tuple[
     or JSONL of arch dicts with such a field. ``width`` overrides the records' own (default 1.0). Errors name
     the file and line."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise UserError(f"{path}: cannot read measurements ({exc.strerror})") from None
+    text = read_text(path, "measurements")
     if path.suffix in (".jsonl", ".json"):
-        records = [(no, line) for no, line in enumerate(text.splitlines(), start=1) if line.strip()]
-        parse = json.loads
+        records: list[tuple[int, Any]] = [(no, line) for no, line in enumerate(text.splitlines(), start=1)
+                                          if line.strip()]
+        parse: Callable[[Any], Any] = lambda line: parse_json(line, "record")  # noqa: E731
     else:
-        records = list(enumerate(csv.DictReader(text.splitlines()), start=2))
+        records = list(csv_rows(text, path))
         parse = _parse_csv_row
     archs, ms = [], []
+    seen: dict[ArchConfig, float] = {}
     for no, raw in records:
         try:
             rec = parse(raw)
@@ -62,11 +62,13 @@ def load_measured(path: str | os.PathLike, width: float | None = None) -> tuple[
             col = next((c for c in MS_COLUMNS if rec.get(c) not in (None, "")), None)
             if col is None:
                 raise UserError(f"no latency (one of {', '.join(MS_COLUMNS)})")
-            value = float(rec[col])
-            if not np.isfinite(value) or value <= 0:
+            value = float(rec[col]) if not isinstance(rec[col], bool) else math.nan
+            if not (np.isfinite(value) and 0 < value <= MAX_MS):
                 raise UserError(f"{col}: expected a positive latency, got {rec[col]!r}")
-            arch = {k: rec[k] for k in ("ks", "e", "d", "r", "width") if k in rec}
-            archs.append(ArchConfig.from_ofa_dict(arch, width))
+            arch = ArchConfig.from_ofa_dict({k: rec[k] for k in ("ks", "e", "d", "r", "width") if k in rec}, width)
+            if seen.setdefault(arch, value) != value:
+                raise UserError(f"this subnet is listed before with {seen[arch]} ms")
+            archs.append(arch)
             ms.append(value)
         except (json.JSONDecodeError, ValueError, TypeError) as exc:
             if isinstance(exc, UserError):
@@ -86,7 +88,7 @@ def _parse_csv_row(row: dict[str, Any]) -> dict[str, Any]:
     for k, v in row.items():
         if k is None or v in (None, ""):
             continue
-        rec[k] = json.loads(v) if k in ("arch", "ks", "e", "d", "r", "width") else v
+        rec[k] = parse_json(v, k) if k in ("arch", "ks", "e", "d", "r", "width") else v
     arch = rec.pop("arch", None)
     if arch is not None:
         if not isinstance(arch, dict):
