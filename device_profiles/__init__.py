@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from ofa_core.errors import UserError
-from ofa_core.fileio import atomic_write_text  # noqa: F401 - re-exported for profile writers
+from ofa_core.fileio import atomic_write_text, staged_folder  # atomic_write_text: re-exported for profile writers
 from ofa_core.ops import MissingOpError, OpSpec, SlotTable
 from ofa_core.space import DEFAULT_RESOLUTIONS, space_for_width
 from ofa_core.strict import csv_header, csv_rows, load_json, read_text, validated
@@ -131,10 +131,11 @@ class Profile:
         profile root). Returns the folder."""
         target = Path(folder) if folder is not None else (self.path or profile_root() / self.name)
         self.check(target)
-        target.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(target / LUT_CSV, self.lut_csv_text())
+        with staged_folder(target, last=PROFILE_JSON) as tmp:
+            atomic_write_text(tmp / LUT_CSV, self.lut_csv_text())
+            atomic_write_text(tmp / PROFILE_JSON, self._meta_text())
         self.path = target
-        return self.save_meta()
+        return target
 
     def save_meta(self) -> Path:
         """Rewrite only ``profile.json`` (atomically) in the profile's own folder, e.g. after a recalibration;
@@ -142,8 +143,11 @@ class Profile:
         if self.path is None:
             raise ProfileError(f"profile {self.name!r} has no folder yet; save() it first")
         _checked_meta(asdict(self.meta), self.path / PROFILE_JSON)
-        atomic_write_text(self.path / PROFILE_JSON, json.dumps(asdict(self.meta), indent=2, sort_keys=True) + "\n")
+        atomic_write_text(self.path / PROFILE_JSON, self._meta_text())
         return self.path
+
+    def _meta_text(self) -> str:
+        return json.dumps(asdict(self.meta), indent=2, sort_keys=True) + "\n"
 
     def check(self, where: str | os.PathLike) -> None:
         """Refuse to write a profile ofakit would refuse to read (a non-finite or negative latency, a bad

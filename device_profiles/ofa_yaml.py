@@ -14,6 +14,7 @@ import yaml
 
 from ofa_core import __version__
 from ofa_core.errors import UserError
+from ofa_core.fileio import staged_folder
 from ofa_core.ops import OpSpec, resolution_ops
 from ofa_core.space import space_for_width
 from ofa_core.strict import load_yaml, validated
@@ -62,18 +63,20 @@ def import_ofa(folder: str | Path, name: str, width: float) -> Profile:
 
 
 def export_ofa(profile: Profile, folder: str | Path) -> list[Path]:
-    """Write the profile as OFA YAML tables (one file per resolution of the profile) into ``folder``."""
+    """Write the profile as OFA YAML tables (one file per resolution of the profile) into ``folder``, all of them or
+    none (staged beside it)."""
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     spec = space_for_width(profile.meta.width)
-    written = []
+    tables = {}
     for r in profile.meta.resolutions:
         table = {}
         for op in sorted(resolution_ops(spec, r), key=lambda o: o.key):
             s = profile.lookup(op.key, r)
             table[op.key] = {"count": int(s.n or 0), "mean": float(s.mean_ms if s.mean_ms is not None else s.ms),
                              "std": float(s.std_ms or 0.0)}
-        path = folder / f"{r}_lookup_table.yaml"
-        atomic_write_text(path, yaml.safe_dump(table, sort_keys=True, default_flow_style=False))
-        written.append(path)
-    return written
+            validated(OfaEntrySchema, table[op.key], f"{folder}: entry {op.key} at r={r}", UserError)
+        tables[f"{r}_lookup_table.yaml"] = yaml.safe_dump(table, sort_keys=True, default_flow_style=False)
+    with staged_folder(folder) as tmp:
+        for name, text in tables.items():
+            atomic_write_text(tmp / name, text)
+    return [folder / name for name in tables]

@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from ofa_core.errors import UserError
+from ofa_core.fileio import check_out
 
 CHECK_TOLERANCE = 1e-4
 
@@ -51,6 +52,7 @@ def register(app: typer.Typer) -> None:
         check: bool = typer.Option(False, "--check", help="Run the file and compare with torch (max abs diff)."),
     ) -> None:
         """Export the subnet of ARCH.json (BN folded, batch 1, NCHW input) to ONNX or TFLite."""
+        check_out(out, "file")
         import torch
 
         from ofa_core.export import EXPORTERS, max_abs_diff

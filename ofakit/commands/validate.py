@@ -28,6 +28,7 @@ import numpy as np
 import typer
 
 from ofa_core.errors import UserError
+from ofa_core.fileio import check_out
 
 from . import devices as remote_cli
 
@@ -280,6 +281,7 @@ def validate_cmd(
 ) -> None:
     """Measure random subnets end to end and compare them with the profile's predictions (a board's profile, or a
     board name, is re-measured on that board over SSH)."""
+    check_out(out, "folder")
     from .profile import log_line
 
     prof = remote_cli.board_profile(device, inventory)
