@@ -218,8 +218,8 @@ def csv_rows(text: str, where: str | os.PathLike) -> Iterator[tuple[int, dict[st
     reader = csv.DictReader(io.StringIO(text, newline=""))
     try:
         for row in reader:
-            if None in row:
-                raise FileFormatError(f"{where}:{reader.line_num}: more cells than the header has columns")
+            if None in row or None in row.values():
+                raise FileFormatError(f"{where}:{reader.line_num}: not as many cells as the header has columns")
             yield reader.line_num, row
     except csv.Error as exc:
         raise FileFormatError(f"{where}:{reader.line_num}: not valid CSV ({exc})") from None

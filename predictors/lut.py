@@ -51,6 +51,14 @@ def _source(profile: Profile) -> str:
     return str(profile.path) if profile.path is not None else f"profile {profile.name!r}"
 
 
+def _predict(profile: Profile, table: SlotTable, archs: Archs) -> np.ndarray:
+    """``table``'s sums for ``archs``, checked; a missing operator or a bad value names the profile's folder."""
+    try:
+        return checked(table.evaluate(as_batch(archs)), _source(profile))
+    except MissingOpError as exc:
+        raise MissingOpError(f"{_source(profile)}: {exc}") from None
+
+
 def calibration_archs(profile: Profile) -> list[ArchConfig]:
     """The subnets a profile's calibration was fitted on (never to be reused as test subnets)."""
     out = []
@@ -105,7 +113,7 @@ class LUTPredictor:
         self.profile = _as_profile(profile)
 
     def predict(self, archs: Archs) -> np.ndarray:
-        return checked(self.profile.table().evaluate(as_batch(archs)), _source(self.profile))
+        return _predict(self.profile, self.profile.table(), archs)
 
 
 class CalibratedLUTPredictor:
@@ -235,4 +243,4 @@ class CalibratedLUTPredictor:
         return self._folded
 
     def predict(self, archs: Archs) -> np.ndarray:
-        return checked(self.folded_table().evaluate(as_batch(archs)), _source(self.profile))
+        return _predict(self.profile, self.folded_table(), archs)
