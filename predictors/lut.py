@@ -66,7 +66,7 @@ def calibration_archs(profile: Profile) -> list[ArchConfig]:
         try:
             out.append(ArchConfig.from_json(a) if isinstance(a, str) else ArchConfig.from_ofa_dict(a))
         except (UserError, TypeError) as exc:
-            raise ProfileError(f"profile {profile.name!r}: unreadable calibration subnet ({exc})") from None
+            raise ProfileError(f"{_source(profile)}: unreadable calibration subnet ({exc})") from None
     return out
 
 
@@ -101,7 +101,7 @@ def stored_state(profile: Profile) -> dict[str, Any]:
     state = (profile.meta.calibration or {}).get(STATE_KEY) or {}
     f = state.get("factor") if isinstance(state, dict) else None
     if state and not (isinstance(f, (int, float)) and not isinstance(f, bool) and math.isfinite(f) and f > 0):
-        raise ProfileError(f"profile {profile.name!r}: unreadable calibration state (factor {f!r}; re-run "
+        raise ProfileError(f"{_source(profile)}: unreadable calibration state (factor {f!r}; re-run "
                            f"`ofakit profile recalibrate`)")
     return state
 
@@ -191,7 +191,7 @@ class CalibratedLUTPredictor:
             return
         cal = self.profile.meta.calibration
         if not cal:
-            raise ProfileError(f"profile {self.profile.name!r} has no calibration (measure one with "
+            raise ProfileError(f"{_source(self.profile)}: no calibration (measure one with "
                                f"`ofakit profile`)")
         self._load(cal)
 
@@ -207,7 +207,7 @@ class CalibratedLUTPredictor:
             self.n_fit_ = int(cal.get("n_fit", 0))
             self._folded = None
         except (KeyError, TypeError, ValueError) as exc:
-            raise ProfileError(f"profile {self.profile.name!r}: unreadable calibration ({exc})") from None
+            raise ProfileError(f"{_source(self.profile)}: unreadable calibration ({exc})") from None
         self._state_factor = float(stored_state(self.profile).get("factor", 1.0)) if self.state else 1.0
 
     @property
