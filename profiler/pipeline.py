@@ -174,8 +174,9 @@ def profile_device(req: ProfileRequest, work_dir: str | Path | None = None, cach
     cache = Path(cache_dir) if cache_dir else cache_root()
     work = Path(work_dir) if work_dir else cache / "work" / req.name
     journal = work / JOURNAL
-    if fresh and journal.exists():
-        journal.unlink()
+    if fresh:  # the journal and what is paired with it (a board's run folder id, device states)
+        for p in (journal, *work.glob(JOURNAL + ".*")):
+            p.unlink(missing_ok=True)
     runner = runner or runner_for(req.device, req.backend, req.threads)
     env = runner.environment()
     measured_res = req.measured_resolutions()
