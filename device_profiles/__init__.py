@@ -244,17 +244,12 @@ def _read_lut(path: Path) -> list[OpStats]:
     rows: dict[tuple[str, int | None], OpStats] = {}
     for line, row in csv_rows(text, path):
         where = f"{path}:{line}"
+        cells = {c: (None if v == "" else v) for c, v in row.items()}
         try:
-            cells = {c: (None if v == "" else v if c == "key" else _number(v)) for c, v in row.items()}
             OpSpec.from_key(cells["key"] or "")
-        except (ValueError, UserError) as exc:
+        except UserError as exc:
             raise ProfileError(f"{where}: corrupt lookup table row ({exc})") from None
         s = OpStats(**validated(LutRowSchema, cells, where, ProfileError))
         if rows.setdefault((s.key, s.resolution), s) != s:
             raise ProfileError(f"{where}: {s.key} at resolution {s.resolution} is listed twice with different values")
     return list(rows.values())
-
-
-def _number(cell: str) -> int | float:
-    """A CSV cell as an int (all digits) or a float; ``nan``/``inf`` come back as floats for the schema to refuse."""
-    return int(cell) if cell.lstrip("-").isdigit() and len(cell) <= 19 else float(cell)

@@ -87,9 +87,10 @@ class ProfileMetaSchema(_Strict):
 
 
 class LutRowSchema(_Strict):
-    """One ``lut.csv`` row after its cells are converted (empty cells are None)."""
+    """One ``lut.csv`` row, cells as text (empty cells None): numbers are parsed from the text (``"1.5"``, not
+    ``"true"``), so this model is not strict."""
 
-    model_config = ConfigDict(strict=True, extra="forbid")
+    model_config = ConfigDict(strict=False, extra="forbid")
 
     key: Name
     resolution: Optional[Resolution] = None

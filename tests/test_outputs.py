@@ -88,3 +88,17 @@ def test_prediction_never_prints_a_negative_latency(cli, tmp_path):
     (prof / "profile.json").write_text(json.dumps(meta))
     r = cli("predict", str(arch), "--profile", str(prof), "--predictor", "calibrated")
     assert r.returncode == 2 and "lut_ms coefficient must be > 0" in r.stderr and str(prof) in r.stderr
+
+
+def test_export_check_fails_on_nan_output(tmp_path):
+    """`export --check` compares with max_abs_diff: a NaN output is an infinite difference, never within tolerance."""
+    import torch
+    from torch import nn
+
+    from ofa_core.export import export_onnx, max_abs_diff
+    model = nn.Sequential(nn.Conv2d(3, 4, 1)).eval()
+    with torch.no_grad():
+        model[0].weight.fill_(float("nan"))
+    x = torch.randn(1, 3, 8, 8)
+    path = export_onnx(model, x, tmp_path / "nan.onnx")
+    assert max_abs_diff(path, model, x) == float("inf")
