@@ -44,7 +44,10 @@ def import_ofa(folder: str | Path, name: str, width: float) -> Profile:
             raise UserError(f"{path}: expected a mapping of operator keys")
         expected = {op.key for op in resolution_ops(spec, r)}
         for key, stats in data.items():
-            OpSpec.from_key(str(key))
+            try:
+                OpSpec.from_key(str(key))
+            except UserError as exc:
+                raise UserError(f"{path}: {exc}") from None
             if key not in expected:
                 raise UserError(f"{path}: operator {key} is not in the width-{spec.width_mult} space at r={r} "
                                 f"(wrong --width?)")

@@ -310,7 +310,7 @@ class LatencyRegressor(RegressorMixin, BaseEstimator):
                 raise ValueError("features differ from this ofakit's")
             if isinstance(reg.compiled_, TreeEnsemble):
                 reg.compiled_.check(reg.n_features_in_)
-            elif len(reg.compiled_.coef) != reg.n_features_in_:
+            elif {len(reg.compiled_.coef), len(reg.compiled_.mean), len(reg.compiled_.scale)} != {reg.n_features_in_}:
                 raise ValueError("coefficient count does not match the features")
         except (KeyError, TypeError, ValueError, UserError) as exc:
             raise PredictorFileError(f"{path}: corrupt latency regressor ({exc})") from None
