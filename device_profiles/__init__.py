@@ -13,7 +13,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -232,7 +231,7 @@ def _checked_meta(raw: dict[str, Any], where: Path) -> ProfileMeta:
         space_for_width(checked["width"])
     except UserError as exc:
         raise ProfileError(f"{where}: width: {exc}") from None
-    return ProfileMeta(**{f.name: checked[f.name] for f in fields(ProfileMeta) if f.name in checked})
+    return ProfileMeta(**{f.name: checked[f.name] for f in fields(ProfileMeta) if f.name in raw})  # else defaults
 
 
 def _read_lut(path: Path) -> list[OpStats]:
