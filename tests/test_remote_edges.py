@@ -191,3 +191,20 @@ def test_fresh_then_rerun_never_brings_back_older_results(env, sshd_server, mode
     assert len(results) == len({(r.id, r.round) for r in results}) == 2 * len(models)
     assert not old_journal.parent.exists()
     assert list((board / "tmp").glob("ofakit.*")) == []  # the killed sessions' temp folders are gone
+
+
+def test_profile_run_retries_a_login_cut_under_reconnects(env, sshd_server, model_cache):  # noqa: F811
+    relay = LoginCutter(sshd_server.port, cuts=2)
+    try:
+        (env / "known_hosts").write_text(sshd_server.known_hosts_line().replace(
+            f":{sshd_server.port} ", f":{relay.listen_port} "))
+        dev = load_inventory(_inventory(env, sshd_server, relay.listen_port)).get("b")
+        models = subset_models(model_cache, 4, 0)
+        events: list[str] = []
+        summaries = SSHRunner(dev, get_backend("onnxruntime"), ssh_options(retries=0, backoff=0.1), reconnects=2,
+                              on_event=lambda kind, data: events.append(kind)).measure(
+            models, env / "j.jsonl", fast_job(rounds=1))
+        assert relay.cut == 2 and events.count("reconnect") == 2
+        assert len(summaries) == len(models) and all(s.ok for s in summaries.values())
+    finally:
+        relay.close()

@@ -189,7 +189,9 @@ class Connection:
                 if not _transient(exc) or attempt == o.retries:
                     tries = f" (after {attempt + 1} tries)" if attempt else ""
                     cls = (HostKeyError if isinstance(exc, (HostKeyError, paramiko.BadHostKeyException))
-                           else AuthError if isinstance(exc, paramiko.AuthenticationException) else ConnectError)
+                           else AuthError if isinstance(exc, paramiko.AuthenticationException)
+                           else ConnectionLost if isinstance(exc, _DroppedDuringLogin)  # a run reconnects again
+                           else ConnectError)
                     raise cls(f"{d.name} ({d.address}): {message}{tries}") from None
                 wait = min(o.backoff * 2 ** attempt, 30.0)
                 log.info("%s: %s; retrying in %.1fs", d.name, message, wait)
