@@ -13,16 +13,18 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 from ofa_core.errors import UserError
-from ofa_core.fileio import atomic_write_text  # noqa: F401 - re-exported for profile writers
+from ofa_core.fileio import atomic_write_text, staged_folder  # atomic_write_text: re-exported for profile writers
 from ofa_core.ops import MissingOpError, OpSpec, SlotTable
 from ofa_core.space import DEFAULT_RESOLUTIONS, space_for_width
+from ofa_core.strict import csv_header, csv_rows, load_json, read_text, validated
+
+from .schema import LutRowSchema, ProfileMetaSchema
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -138,16 +140,18 @@ class Profile:
 
     # --- persistence ---------------------------------------------------------------------------
     def save(self, folder: str | os.PathLike | None = None) -> Path:
-        """Write ``profile.json`` and ``lut.csv`` atomically into ``folder`` (default: its own folder, or the
-        user's profile folder for a new or shipped profile). Returns the folder."""
+        """Write ``profile.json`` and ``lut.csv`` into ``folder`` as one staged folder (default: its own folder, or
+        the user's profile folder for a new or shipped profile). Returns the folder."""
         own = self.path if self.path is not None and not store.is_shipped(self.path) else None
         target = Path(folder) if folder is not None else (own or store.write_folder(self.name))
         if store.is_shipped(target):
             raise ProfileError(f"{target}: shipped profiles are read-only; save under another folder or name")
-        target.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(target / LUT_CSV, self.lut_csv_text())
+        self.check(target)
+        with staged_folder(target, last=PROFILE_JSON) as tmp:
+            atomic_write_text(tmp / LUT_CSV, self.lut_csv_text())
+            atomic_write_text(tmp / PROFILE_JSON, self._meta_text())
         self.path = target
-        return self.save_meta()
+        return target
 
     def save_meta(self) -> Path:
         """Rewrite only ``profile.json`` (atomically) in the profile's own folder, e.g. after a recalibration;
@@ -157,8 +161,19 @@ class Profile:
             raise ProfileError(f"profile {self.name!r} has no folder yet; save() it first")
         if store.is_shipped(self.path):
             return self.save()
-        atomic_write_text(self.path / PROFILE_JSON, json.dumps(asdict(self.meta), indent=2, sort_keys=True) + "\n")
+        _checked_meta(asdict(self.meta), self.path / PROFILE_JSON)
+        atomic_write_text(self.path / PROFILE_JSON, self._meta_text())
         return self.path
+
+    def _meta_text(self) -> str:
+        return json.dumps(asdict(self.meta), indent=2, sort_keys=True) + "\n"
+
+    def check(self, where: str | os.PathLike) -> None:
+        """Refuse to write a profile ofakit would refuse to read (a non-finite or negative latency, a bad
+        calibration); errors name ``where``."""
+        _checked_meta(asdict(self.meta), Path(where) / PROFILE_JSON)
+        for s in self:
+            validated(LutRowSchema, asdict(s), f"{Path(where) / LUT_CSV}: {s.key}", ProfileError)
 
     def lut_csv_text(self) -> str:
         buf = io.StringIO()
@@ -204,51 +219,42 @@ def resolve_profile_path(name_or_path: str | os.PathLike) -> Path:
 def load_profile(name_or_path: str | os.PathLike = DEFAULT_PROFILE) -> Profile:
     """Load a profile by name (search path) or folder path. Errors are :class:`ProfileError` with one line."""
     folder = resolve_profile_path(name_or_path)
-    try:
-        raw = json.loads((folder / PROFILE_JSON).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ProfileError(f"{folder / PROFILE_JSON}: corrupt profile metadata ({exc})") from None
+    raw = load_json(folder / PROFILE_JSON, "profile metadata", ProfileError)
     if not isinstance(raw, dict):
         raise ProfileError(f"{folder / PROFILE_JSON}: corrupt profile metadata (not a JSON object)")
     version = raw.get("schema_version")
     if version != SCHEMA_VERSION:
         raise ProfileError(f"{folder / PROFILE_JSON}: schema version {version!r}, this ofakit reads "
                            f"{SCHEMA_VERSION}")
-    known = {f.name for f in fields(ProfileMeta)}
-    try:
-        meta = ProfileMeta(**{k: v for k, v in raw.items() if k in known})
-        space_for_width(meta.width)
-    except (TypeError, UserError) as exc:
-        raise ProfileError(f"{folder / PROFILE_JSON}: corrupt profile metadata ({exc})") from None
+    meta = _checked_meta(raw, folder / PROFILE_JSON)
     return Profile(meta, _read_lut(folder / LUT_CSV), folder)
 
 
-_FLOATS = ("ms", "median_ms", "mean_ms", "std_ms", "iqr_ms", "min_ms", "cv")
-_INTS = ("resolution", "n", "rounds")
+def _checked_meta(raw: dict[str, Any], where: Path) -> ProfileMeta:
+    """``profile.json``'s content checked against :class:`~device_profiles.schema.ProfileMetaSchema`."""
+    checked = validated(ProfileMetaSchema, raw, where, ProfileError)
+    try:
+        space_for_width(checked["width"])
+    except UserError as exc:
+        raise ProfileError(f"{where}: width: {exc}") from None
+    return ProfileMeta(**{f.name: checked[f.name] for f in fields(ProfileMeta) if f.name in raw})  # else defaults
 
 
 def _read_lut(path: Path) -> list[OpStats]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ProfileError(f"{path}: cannot read lookup table ({exc.strerror})") from None
-    reader = csv.DictReader(io.StringIO(text))
-    if reader.fieldnames is None or not {"key", "ms"} <= set(reader.fieldnames):
-        raise ProfileError(f"{path}: corrupt lookup table (header must name at least key and ms)")
-    out = []
-    for line, row in enumerate(reader, start=2):
+    text = read_text(path, "lookup table")
+    header = csv_header(text, path)
+    if not {"key", "ms"} <= set(header) or not set(header) <= set(LUT_COLUMNS) or len(set(header)) != len(header):
+        raise ProfileError(f"{path}: corrupt lookup table (header must name key and ms, each column once, from "
+                           f"{', '.join(LUT_COLUMNS)})")
+    rows: dict[tuple[str, int | None], OpStats] = {}
+    for line, row in csv_rows(text, path):
+        where = f"{path}:{line}"
+        cells = {c: (None if v == "" else v) for c, v in row.items()}
         try:
-            kw: dict[str, Any] = {"key": row["key"]}
-            for c in _FLOATS:
-                if row.get(c):
-                    kw[c] = float(row[c])
-            for c in _INTS:
-                if row.get(c):
-                    kw[c] = int(row[c])
-            OpSpec.from_key(kw["key"])
-            if not math.isfinite(kw["ms"]) or kw["ms"] < 0:
-                raise ValueError(f"bad latency {kw['ms']}")
-        except (KeyError, ValueError, TypeError) as exc:
-            raise ProfileError(f"{path}:{line}: corrupt lookup table row ({exc})") from None
-        out.append(OpStats(**kw))
-    return out
+            OpSpec.from_key(cells["key"] or "")
+        except UserError as exc:
+            raise ProfileError(f"{where}: corrupt lookup table row ({exc})") from None
+        s = OpStats(**validated(LutRowSchema, cells, where, ProfileError))
+        if rows.setdefault((s.key, s.resolution), s) != s:
+            raise ProfileError(f"{where}: {s.key} at resolution {s.resolution} is listed twice with different values")
+    return list(rows.values())

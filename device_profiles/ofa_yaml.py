@@ -14,10 +14,13 @@ import yaml
 
 from ofa_core import __version__
 from ofa_core.errors import UserError
+from ofa_core.fileio import staged_folder
 from ofa_core.ops import OpSpec, resolution_ops
 from ofa_core.space import space_for_width
+from ofa_core.strict import load_yaml, validated
 
 from . import OpStats, Profile, ProfileMeta, atomic_write_text
+from .schema import OfaEntrySchema
 
 _FILE_RE = re.compile(r"(\d+)_lookup_table\.ya?ml")
 
@@ -36,22 +39,25 @@ def import_ofa(folder: str | Path, name: str, width: float) -> Profile:
     spec = space_for_width(width)
     entries: list[OpStats] = []
     for r, path in files:
-        try:
-            data = yaml.load(path.read_text(encoding="utf-8"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-        except yaml.YAMLError as exc:
-            raise UserError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        data = load_yaml(path, "OFA lookup table")
         if not isinstance(data, dict):
             raise UserError(f"{path}: expected a mapping of operator keys")
         expected = {op.key for op in resolution_ops(spec, r)}
         for key, stats in data.items():
-            OpSpec.from_key(str(key))
+            try:
+                OpSpec.from_key(str(key))
+            except UserError as exc:
+                raise UserError(f"{path}: {exc}") from None
             if key not in expected:
                 raise UserError(f"{path}: operator {key} is not in the width-{spec.width_mult} space at r={r} "
                                 f"(wrong --width?)")
-            if not isinstance(stats, dict) or not {"count", "mean", "std"} <= set(stats):
-                raise UserError(f"{path}: entry {key} needs count, mean and std")
-            entries.append(OpStats(key=key, ms=float(stats["mean"]), resolution=r, mean_ms=float(stats["mean"]),
-                                   std_ms=float(stats["std"]), n=int(stats["count"])))
+            s = validated(OfaEntrySchema, stats, f"{path}: entry {key}", UserError)
+            entries.append(OpStats(key=key, ms=s["mean"], resolution=r, mean_ms=s["mean"], std_ms=s["std"],
+                                   n=s["count"]))
+        missing = expected - set(data)
+        if missing:
+            raise UserError(f"{path}: {len(missing)} of the {len(expected)} operators at r={r} are missing "
+                            f"(e.g. {min(missing)})")
     meta = ProfileMeta(name=name, device=name, backend="ofa-lut", width=spec.width_mult,
                        resolutions=[r for r, _ in files], source=f"ofa-import:{folder.name}",
                        created=datetime.now(timezone.utc).isoformat(timespec="seconds"), ofakit_version=__version__,
@@ -60,11 +66,11 @@ def import_ofa(folder: str | Path, name: str, width: float) -> Profile:
 
 
 def export_ofa(profile: Profile, folder: str | Path) -> list[Path]:
-    """Write the profile as OFA YAML tables (one file per resolution of the profile) into ``folder``."""
+    """Write the profile as OFA YAML tables (one file per resolution of the profile) into ``folder``, all of them or
+    none (staged beside it)."""
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     spec = space_for_width(profile.meta.width)
-    written = []
+    tables = {}
     for r in profile.meta.resolutions:
         table = {}
         for op in sorted(resolution_ops(spec, r), key=lambda o: o.key):
@@ -72,7 +78,9 @@ def export_ofa(profile: Profile, folder: str | Path) -> list[Path]:
             # "mean" is the value ofakit predicts with (for a measured op the minimum of round medians), so a round
             # trip through OFA's format predicts the same
             table[op.key] = {"count": int(s.n or 0), "mean": float(s.ms), "std": float(s.std_ms or 0.0)}
-        path = folder / f"{r}_lookup_table.yaml"
-        atomic_write_text(path, yaml.safe_dump(table, sort_keys=True, default_flow_style=False))
-        written.append(path)
-    return written
+            validated(OfaEntrySchema, table[op.key], f"{folder}: entry {op.key} at r={r}", UserError)
+        tables[f"{r}_lookup_table.yaml"] = yaml.safe_dump(table, sort_keys=True, default_flow_style=False)
+    with staged_folder(folder) as tmp:
+        for name, text in tables.items():
+            atomic_write_text(tmp / name, text)
+    return [folder / name for name in tables]

@@ -160,7 +160,8 @@ def run_file(path: str | os.PathLike, x: np.ndarray, fmt: str | None = None) -> 
 
 
 def max_abs_diff(path: str | os.PathLike, model: nn.Module, example: torch.Tensor, fmt: str | None = None) -> float:
-    """Largest absolute difference between the exported file's output and ``model``'s (eval mode) on ``example``."""
+    """Largest absolute difference between the exported file's output and ``model``'s (eval mode) on ``example``;
+    infinite when either output holds a NaN or an infinity (so no tolerance passes it)."""
     was_training = model.training
     model.eval()
     try:
@@ -171,4 +172,5 @@ def max_abs_diff(path: str | os.PathLike, model: nn.Module, example: torch.Tenso
     out = run_file(path, example.detach().numpy(), fmt)
     if out.shape != ref.shape:
         raise RuntimeError(f"{path}: output shape {out.shape} differs from torch's {ref.shape}")
-    return float(np.abs(out - ref).max())
+    diff = np.abs(out.astype(np.float64) - ref)
+    return float(diff.max()) if np.isfinite(diff).all() else float("inf")

@@ -220,20 +220,23 @@ class ArchConfig:
 
     @classmethod
     def from_json(cls, text: str, width: float | None = None, default_width: float = 1.0) -> "ArchConfig":
+        from .strict import FileFormatError, parse_json
+
         try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ArchError(f"arch: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+            data = parse_json(text, "arch")
+        except FileFormatError as exc:
+            raise ArchError(str(exc)) from None
         return cls.from_ofa_dict(data, width, default_width)
 
 
 def load_arch(path: str | os.PathLike, width: float | None = None, default_width: float = 1.0) -> ArchConfig:
     """Read an arch JSON file (OFA's dict, optionally with ``width``); errors name the file."""
+    from .strict import FileFormatError, read_text
+
     try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except OSError as exc:
-        raise ArchError(f"{path}: cannot read arch file ({exc.strerror})") from None
+        text = read_text(path, "arch file")
+    except FileFormatError as exc:
+        raise ArchError(str(exc)) from None
     try:
         return ArchConfig.from_json(text, width, default_width)
     except ArchError as exc:

@@ -7,12 +7,15 @@ line on stderr and exits with code 2.
 """
 from __future__ import annotations
 
+import csv
 import importlib
+import json
 import sys
 from typing import Sequence
 
 import click
 import typer
+import yaml
 
 from ofa_core.errors import UserError
 
@@ -57,6 +60,13 @@ def option_name(param: str) -> str:
     return "--" + param.replace("_", "-")
 
 
+def _os_error(exc: OSError) -> str:
+    """``FILE: reason`` (``FILE -> OTHER: reason`` for a rename), the file as the user or ofakit named it."""
+    names = " -> ".join(str(f) for f in (exc.filename, exc.filename2) if f not in (None, ""))
+    reason = exc.strerror or " ".join(str(exc).split()) or type(exc).__name__
+    return f"{names}: {reason}" if names else reason
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns (and exits with) the command's exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -74,8 +84,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as exc:  # the library names arguments; the command line shows them as its options
         print(f"ofakit: error: {exc.render(option_name)}", file=sys.stderr)
         code = 2
-    except (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as exc:
-        print(f"ofakit: error: {exc.filename or ''}: {exc.strerror}", file=sys.stderr)
+    except OSError as exc:  # a file the user named could not be read or written
+        print(f"ofakit: error: {_os_error(exc)}", file=sys.stderr)
+        code = 2
+    except (UnicodeError, csv.Error, json.JSONDecodeError, yaml.YAMLError) as exc:  # a reader missed it: still one line
+        print(f"ofakit: error: cannot parse an input file ({' '.join(str(exc).split())[:300]})", file=sys.stderr)
         code = 2
     except KeyboardInterrupt:
         print("ofakit: interrupted", file=sys.stderr)

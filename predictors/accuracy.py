@@ -25,7 +25,7 @@ from ofa_core.records import read_accuracy_records
 from ofa_core.space import (D_CHOICES, E_CHOICES, ENCODING_RESOLUTIONS, KS_CHOICES, MAX_DEPTH, N_BLOCKS, N_STAGES,
                             ArchBatch, as_batch, check_encoded_resolutions, choice_indices, encode_general, encode_ofa)
 
-from .base import Archs
+from .base import Archs, checked
 from .estimator import Estimator
 from .metrics import rank_text
 
@@ -33,7 +33,8 @@ OFA_PREDICTOR_FILE = Path(__file__).resolve().parent / "pretrained" / "ofa_acc_p
 """OFA's pretrained accuracy predictor (mit-han-lab/once-for-all, MIT license; see THIRD_PARTY_NOTICES.md)."""
 OFA_WIDTH = 1.2
 """The supernet width OFA's predictor describes (ofa_mbv3_d234_e346_k357_w1.2)."""
-from .persist import PredictorFileError, load_bundle, save_bundle
+from .persist import PredictorFileError, checked_meta, load_bundle, save_bundle
+from .schema import AccuracyMeta
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -200,7 +201,7 @@ class AccuracyMLP(Estimator):
         out = self._net().forward(as_batch(archs))
         out *= self.y_std_
         out += self.y_mean_
-        return out
+        return checked(out, getattr(self, "source_", "accuracy predictor"), "top-1")
 
     # --- persistence -----------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -222,12 +223,13 @@ class AccuracyMLP(Estimator):
                 "y_mean": self.y_mean_, "y_std": self.y_std_, "params": _json_params(self.get_params()),
                 "validation": vars(self.validation_) if getattr(self, "validation_", None) else None,
                 "width": getattr(self, "width_", None)}
-        return save_bundle(folder, KIND, VERSION, meta, {WEIGHTS: buf.getvalue()})
+        return save_bundle(folder, KIND, VERSION, meta, {WEIGHTS: buf.getvalue()}, AccuracyMeta)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "AccuracyMLP":
         """Load a predictor saved by :meth:`save`; tampered or other-version files raise one-line errors."""
         meta, blobs = load_bundle(path, KIND, VERSION)
+        checked_meta(path, meta, AccuracyMeta)
         try:
             params = dict(meta["params"])
             params["hidden"] = tuple(meta["hidden"])
@@ -235,6 +237,7 @@ class AccuracyMLP(Estimator):
             model = cls(**params)
             model._check_params()
             model.y_mean_, model.y_std_ = float(meta["y_mean"]), float(meta["y_std"])
+            model.source_ = str(path)
             val = meta.get("validation")
             model.validation_ = AccuracyMetrics(**val) if val else None
             model.width_ = None if meta.get("width") is None else float(meta["width"])

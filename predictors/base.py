@@ -21,3 +21,15 @@ class Predictor(Protocol):
     def predict(self, archs: Archs) -> np.ndarray:
         """One value per subnet, shape (N,)."""
         ...
+
+
+def checked(values: np.ndarray, source: object, unit: str = "ms") -> np.ndarray:
+    """``values`` as they leave a predictor: every one finite and > 0, else a one-line error naming ``source``
+    (the profile or saved predictor whose numbers produced it). Never lets a NaN or a negative latency through."""
+    bad = ~(np.isfinite(values) & (values > 0))
+    if bad.any():
+        v = values[bad][0]
+        from ofa_core.errors import UserError
+        raise UserError(f"{source}: predicted {v:.6g} {unit} for a subnet; the numbers this prediction is made "
+                        f"of are damaged or out of range")
+    return values

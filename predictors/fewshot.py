@@ -34,12 +34,14 @@ from sklearn.base import BaseEstimator, RegressorMixin
 from device_profiles import OpStats, Profile, ProfileMeta, load_profile
 from ofa_core.errors import UserError
 from ofa_core.space import ArchBatch, as_batch, sample_batch, space_for_width
+from ofa_core.strict import validated
 
-from .base import Archs, Predictor
+from .base import Archs, Predictor, checked
 from .features import ARCH_FEATURES, arch_features, measured_latencies
 from .lut import LUTPredictor
-from .persist import PredictorFileError, load_bundle, save_bundle
+from .persist import PredictorFileError, bundle_json, checked_meta, load_bundle, resolve_bundle, save_bundle
 from .registry import not_fitted, register_predictor
+from .schema import FewShotMeta, FewShotReference
 
 KIND, VERSION = "few-shot", 1
 
@@ -235,7 +237,7 @@ class FewShotPredictor(RegressorMixin, BaseEstimator):
         refs, feats = self._ref_logs(b), arch_features(b)
         logs = [np.column_stack([self._design(c, refs, feats), np.ones(len(b))]) @ coef
                 for c, coef in zip(self.candidates_, self.coefs_)]
-        return np.exp(np.mean(logs, axis=0))
+        return checked(np.exp(np.mean(logs, axis=0)), getattr(self, "source_", "few-shot predictor"))
 
     @property
     def description(self) -> str:
@@ -255,19 +257,26 @@ class FewShotPredictor(RegressorMixin, BaseEstimator):
         if self.reference_names_:
             meta["pca"] = {"mean": self.pca_mean_.tolist(), "scale": self.pca_scale_.tolist(),
                            "components": self.pca_components_.tolist()}
-        return save_bundle(folder, KIND, VERSION, meta, {"references.json": json.dumps(refs).encode()})
+        return save_bundle(folder, KIND, VERSION, meta, {"references.json": json.dumps(refs).encode()},
+                           FewShotMeta)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "FewShotPredictor":
         """Load a predictor saved by :meth:`save`; tampered or other-version files raise one-line errors."""
         meta, blobs = load_bundle(path, KIND, VERSION)
+        checked_meta(path, meta, FewShotMeta)
+        refs = bundle_json(path, blobs, "references.json", "few-shot references")
+        if not isinstance(refs, dict):
+            raise PredictorFileError(f"{resolve_bundle(path) / 'references.json'}: expected an object of references")
+        for n, ref in refs.items():
+            validated(FewShotReference, ref, f"{resolve_bundle(path) / 'references.json'}: {n}", PredictorFileError)
         try:
-            refs = json.loads(blobs["references.json"])
             names = tuple(meta["reference_names"])
             model = cls(references={n: _reference_from_json(refs[n]) for n in names}, **meta["params"])
             model.references_ = dict(model.references)
             model.reference_names_ = names
             model.width_ = float(meta["width"])
+            model.source_ = str(resolve_bundle(path))
             model.candidates_ = [Candidate(tuple(c["refs"]), int(c["pcs"]), tuple(c["arch"]))
                                  for c in meta["candidates"]]
             model.coefs_ = [np.asarray(c, dtype=np.float64) for c in meta["coefs"]]

@@ -26,7 +26,7 @@ from ofa_core.ops import STEM, MissingOpError, OpSpec, SlotTable
 from ofa_core.errors import UserError
 from ofa_core.space import ArchConfig, as_batch, space_for_width
 
-from .base import Archs
+from .base import Archs, checked
 from .registry import not_fitted, register_predictor
 
 # Per-op features of the calibration model; a subnet's feature is the sum over its ops.
@@ -47,6 +47,19 @@ def _as_profile(profile: Profile | str) -> Profile:
     return load_profile(profile) if isinstance(profile, str) else profile
 
 
+def _source(profile: Profile) -> str:
+    """How messages name a profile: its folder when it has one."""
+    return str(profile.path) if profile.path is not None else f"profile {profile.name!r}"
+
+
+def _predict(profile: Profile, table: SlotTable, archs: Archs) -> np.ndarray:
+    """``table``'s sums for ``archs``, checked; a missing operator or a bad value names the profile's folder."""
+    try:
+        return checked(table.evaluate(as_batch(archs)), _source(profile))
+    except MissingOpError as exc:
+        raise MissingOpError(f"{_source(profile)}: {exc}") from None
+
+
 def calibration_archs(profile: Profile) -> list[ArchConfig]:
     """The subnets a profile's calibration was fitted on (never to be reused as test subnets)."""
     out = []
@@ -54,7 +67,7 @@ def calibration_archs(profile: Profile) -> list[ArchConfig]:
         try:
             out.append(ArchConfig.from_json(a) if isinstance(a, str) else ArchConfig.from_ofa_dict(a))
         except (UserError, TypeError) as exc:
-            raise ProfileError(f"profile {profile.name!r}: unreadable calibration subnet ({exc})") from None
+            raise ProfileError(f"{_source(profile)}: unreadable calibration subnet ({exc})") from None
     return out
 
 
@@ -89,7 +102,7 @@ def stored_state(profile: Profile) -> dict[str, Any]:
     state = (profile.meta.calibration or {}).get(STATE_KEY) or {}
     f = state.get("factor") if isinstance(state, dict) else None
     if state and not (isinstance(f, (int, float)) and not isinstance(f, bool) and math.isfinite(f) and f > 0):
-        raise ProfileError(f"profile {profile.name!r}: unreadable calibration state (factor {f!r}; re-run "
+        raise ProfileError(f"{_source(profile)}: unreadable calibration state (factor {f!r}; re-run "
                            f"`ofakit profile recalibrate`)")
     return state
 
@@ -135,7 +148,7 @@ class LUTPredictor(_Params):
         self.profile = _as_profile(profile)
 
     def predict(self, archs: Archs) -> np.ndarray:
-        return self.profile.table().evaluate(check_width(self.profile, as_batch(archs)))
+        return _predict(self.profile, self.profile.table(), check_width(self.profile, as_batch(archs)))
 
 
 @register_predictor("calibrated")
@@ -216,8 +229,8 @@ class CalibratedLUTPredictor(_Params):
             return
         cal = self.profile.meta.calibration
         if not cal:
-            raise not_fitted(f"profile {self.profile.name!r} has no calibration (measure one with "
-                             f"`ofakit profile`, or call fit)", ProfileError)
+            raise not_fitted(f"{_source(self.profile)}: no calibration (measure one with `ofakit profile`, or "
+                             f"call fit)", ProfileError)
         self._load(cal)
 
     def _load(self, cal: Mapping[str, Any]) -> None:
@@ -232,7 +245,7 @@ class CalibratedLUTPredictor(_Params):
             self.n_fit_ = int(cal.get("n_fit", 0))
             self._folded = None
         except (KeyError, TypeError, ValueError) as exc:
-            raise ProfileError(f"profile {self.profile.name!r}: unreadable calibration ({exc})") from None
+            raise ProfileError(f"{_source(self.profile)}: unreadable calibration ({exc})") from None
         self._state_factor = float(stored_state(self.profile).get("factor", 1.0)) if self.state else 1.0
 
     @property
@@ -268,4 +281,4 @@ class CalibratedLUTPredictor(_Params):
         return self._folded
 
     def predict(self, archs: Archs) -> np.ndarray:
-        return self.folded_table().evaluate(check_width(self.profile, as_batch(archs)))
+        return _predict(self.profile, self.folded_table(), check_width(self.profile, as_batch(archs)))

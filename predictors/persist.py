@@ -14,8 +14,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ofa_core.fileio import atomic_write_bytes, atomic_write_text
+from ofa_core.fileio import atomic_write_bytes, atomic_write_text, staged_folder
 from ofa_core.errors import UserError
+from ofa_core.strict import decode, load_json, parse_json, validated
 
 META_FILE = "predictor.json"
 FORMAT = "ofakit-predictor"
@@ -34,22 +35,28 @@ def _canonical(meta: dict[str, Any]) -> bytes:
 
 
 def save_bundle(folder: str | os.PathLike, kind: str, version: int, meta: dict[str, Any],
-                files: dict[str, bytes] | None = None) -> Path:
-    """Write ``files`` and then ``predictor.json`` (last, so a crash never leaves a loadable mix)."""
+                files: dict[str, bytes] | None = None, schema: Any = None) -> Path:
+    """Write ``files`` and ``predictor.json`` into ``folder``, whole or not at all (staged beside it). What would be
+    refused on loading (``meta`` failing ``schema``, a JSON data file with NaN) is refused before writing."""
     folder = Path(folder)
     if folder.suffix == ".json":
         raise UserError(f"{folder}: give a folder to save the predictor into, not a .json file")
-    folder.mkdir(parents=True, exist_ok=True)
     files = files or {}
-    for name, data in files.items():
-        atomic_write_bytes(folder / name, data)
+    if schema is not None:
+        validated(schema, json.loads(json.dumps(meta)), folder / META_FILE, UserError)  # as it will be read
     body = {"format": FORMAT, "kind": kind, "version": version, "meta": meta,
             "files": {name: _sha256(data) for name, data in files.items()}}
     try:
         body["checksum"] = _sha256(_canonical(body))
-    except ValueError as exc:  # NaN or inf in the metadata
+        for name, data in files.items():
+            if name.endswith(".json"):
+                parse_json(data.decode("utf-8"), folder / name)
+    except (ValueError, UserError) as exc:  # NaN or inf in the parameters
         raise UserError(f"{folder}: cannot save a predictor with non-finite parameters ({exc})") from None
-    atomic_write_text(folder / META_FILE, json.dumps(body, indent=1, sort_keys=True) + "\n")
+    with staged_folder(folder, last=META_FILE) as tmp:
+        for name, data in files.items():
+            atomic_write_bytes(tmp / name, data)
+        atomic_write_text(tmp / META_FILE, json.dumps(body, indent=1, sort_keys=True) + "\n")
     return folder
 
 
@@ -67,10 +74,7 @@ def load_bundle(path: str | os.PathLike, kind: str, version: int) -> tuple[dict[
     """Read and verify a saved predictor of ``kind``; returns (its metadata, its data files' bytes)."""
     folder = resolve_bundle(path)
     meta_path = folder / META_FILE
-    try:
-        body = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise PredictorFileError(f"{meta_path}: corrupt predictor metadata ({exc})") from None
+    body = load_json(meta_path, "predictor metadata", PredictorFileError)
     if not isinstance(body, dict) or body.get("format") != FORMAT:
         raise PredictorFileError(f"{meta_path}: not an ofakit predictor file")
     if body.get("kind") != kind:
@@ -97,3 +101,16 @@ def load_bundle(path: str | os.PathLike, kind: str, version: int) -> tuple[dict[
             raise PredictorFileError(f"{folder / name}: checksum mismatch, the file was modified or is damaged")
         blobs[name] = data
     return body["meta"], blobs
+
+
+def bundle_json(path: str | os.PathLike, blobs: dict[str, bytes], name: str, what: str) -> Any:
+    """The data file ``name`` of a loaded bundle parsed strictly as JSON (errors name the file)."""
+    where = resolve_bundle(path) / name
+    if name not in blobs:
+        raise PredictorFileError(f"{where}: missing from the saved predictor")
+    return parse_json(decode(blobs[name], where, what), where, what)
+
+
+def checked_meta(path: str | os.PathLike, meta: dict[str, Any], schema: Any) -> dict[str, Any]:
+    """A loaded bundle's metadata checked against the pydantic ``schema`` (errors name ``predictor.json``)."""
+    return validated(schema, meta, resolve_bundle(path) / META_FILE, PredictorFileError)

@@ -92,11 +92,11 @@ def load_saved_predictor(path: str | os.PathLike) -> Predictor:
     """Load any saved latency predictor folder, dispatching on its recorded kind."""
     from .persist import META_FILE, resolve_bundle
 
+    from ofa_core.strict import load_json
+
     folder = resolve_bundle(path)
-    try:
-        kind = json.loads((folder / META_FILE).read_text(encoding="utf-8")).get("kind")
-    except (OSError, ValueError, AttributeError) as exc:
-        raise UserError(f"{Path(folder) / META_FILE}: corrupt predictor metadata ({exc})") from None
+    body = load_json(folder / META_FILE, "predictor metadata")
+    kind = body.get("kind") if isinstance(body, dict) else None
     entry = _entry(kind) if isinstance(kind, str) else None
     if entry is None or not entry.saved:
         raise UserError(f"{folder}: a {kind!r} predictor cannot predict latency (known: "

@@ -11,8 +11,8 @@ The profile's LUT rows are saved too, so a saved regressor is self-contained.
 """
 from __future__ import annotations
 
-import csv
 import json
+import math
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,14 +24,17 @@ from sklearn.ensemble import GradientBoostingRegressor, RandomForestRegressor
 from sklearn.linear_model import Ridge
 
 from device_profiles import OpStats, Profile, ProfileMeta, load_profile
+from device_profiles.schema import MAX_MS
 from ofa_core.errors import ArchError, UserError
 from ofa_core.records import parse_csv_arch_row
 from ofa_core.space import ArchBatch, ArchConfig, as_batch
+from ofa_core.strict import csv_rows, parse_json, read_text, validated
 
-from .base import Archs
+from .base import Archs, checked
 from .features import latency_features, measured_latencies
-from .persist import PredictorFileError, load_bundle, save_bundle
+from .persist import PredictorFileError, bundle_json, checked_meta, load_bundle, resolve_bundle, save_bundle
 from .registry import not_fitted, register_predictor
+from .schema import COMPILED_SCHEMAS, RegressorMeta, RegressorModel
 
 KIND, VERSION = "latency-regressor", 1
 MS_COLUMNS = ("ms", "measured_ms", "latency_ms")
@@ -43,17 +46,16 @@ def load_measured(path: str | os.PathLike, width: float | None = None) -> tuple[
     or JSONL of arch dicts with such a field. ``width`` overrides the records' own (default 1.0). Errors name
     the file and line."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise UserError(f"{path}: cannot read measurements ({exc.strerror})") from None
+    text = read_text(path, "measurements")
     if path.suffix in (".jsonl", ".json"):
-        records = [(no, line) for no, line in enumerate(text.splitlines(), start=1) if line.strip()]
-        parse = json.loads
+        records: list[tuple[int, Any]] = [(no, line) for no, line in enumerate(text.splitlines(), start=1)
+                                          if line.strip()]
+        parse: Callable[[Any], Any] = lambda line: parse_json(line, "record")  # noqa: E731
     else:
-        records = list(enumerate(csv.DictReader(text.splitlines()), start=2))
+        records = list(csv_rows(text, path))
         parse = parse_csv_arch_row
     archs, ms = [], []
+    seen: dict[ArchConfig, float] = {}
     for no, raw in records:
         try:
             rec = parse(raw)
@@ -62,11 +64,13 @@ def load_measured(path: str | os.PathLike, width: float | None = None) -> tuple[
             col = next((c for c in MS_COLUMNS if rec.get(c) not in (None, "")), None)
             if col is None:
                 raise UserError(f"no latency (one of {', '.join(MS_COLUMNS)})")
-            value = float(rec[col])
-            if not np.isfinite(value) or value <= 0:
+            value = float(rec[col]) if not isinstance(rec[col], bool) else math.nan
+            if not (np.isfinite(value) and 0 < value <= MAX_MS):
                 raise UserError(f"{col}: expected a positive latency, got {rec[col]!r}")
-            arch = {k: rec[k] for k in ("ks", "e", "d", "r", "width") if k in rec}
-            archs.append(ArchConfig.from_ofa_dict(arch, width))
+            arch = ArchConfig.from_ofa_dict({k: rec[k] for k in ("ks", "e", "d", "r", "width") if k in rec}, width)
+            if seen.setdefault(arch, value) != value:
+                raise UserError(f"this subnet is listed before with {seen[arch]} ms")
+            archs.append(arch)
             ms.append(value)
         except (json.JSONDecodeError, ValueError, TypeError) as exc:
             if isinstance(exc, UserError):
@@ -244,7 +248,7 @@ class LatencyRegressor(RegressorMixin, BaseEstimator):
         if b.width != self.width_:
             raise UserError(f"width: this regressor was fitted on width {self.width_}, got {b.width}")
         x, _ = latency_features(b, self.table_)
-        return self._from_target(self.compiled_.predict(x), x)
+        return checked(self._from_target(self.compiled_.predict(x), x), getattr(self, "source_", "latency regressor"))
 
     # --- persistence -----------------------------------------------------------------------
     def save(self, folder: str | os.PathLike) -> Path:
@@ -257,18 +261,24 @@ class LatencyRegressor(RegressorMixin, BaseEstimator):
                 "n_train": self.n_train_, "profile": self.profile_meta_,
                 "compiled_kind": "linear" if isinstance(self.compiled_, LinearModel) else "trees"}
         model = json.dumps({"compiled": asdict(self.compiled_), "lut_rows": self.lut_rows_}).encode()
-        return save_bundle(folder, KIND, VERSION, meta, {"model.json": model})
+        return save_bundle(folder, KIND, VERSION, meta, {"model.json": model}, RegressorMeta)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "LatencyRegressor":
         """Load a regressor saved by :meth:`save`; tampered or other-version files raise one-line errors."""
         meta, blobs = load_bundle(path, KIND, VERSION)
+        checked_meta(path, meta, RegressorMeta)
+        data = bundle_json(path, blobs, "model.json", "latency regressor model")
+        where = resolve_bundle(path) / "model.json"
+        validated(RegressorModel, data, where, PredictorFileError)
+        validated(COMPILED_SCHEMAS.get(meta["compiled_kind"], RegressorModel), data["compiled"], f"{where}: compiled",
+                  PredictorFileError)
         try:
-            data = json.loads(blobs["model.json"])
             reg = cls(**meta["params"])
             if reg.model not in MODELS:
                 raise ValueError(f"unknown model {reg.model!r}")
             reg.width_ = float(meta["width"])
+            reg.source_ = str(resolve_bundle(path))
             reg.n_train_ = int(meta["n_train"])
             reg.profile_meta_ = meta["profile"]
             reg.lut_rows_ = data["lut_rows"]
@@ -288,7 +298,7 @@ class LatencyRegressor(RegressorMixin, BaseEstimator):
                 raise ValueError("features differ from this ofakit's")
             if isinstance(reg.compiled_, TreeEnsemble):
                 reg.compiled_.check(reg.n_features_in_)
-            elif len(reg.compiled_.coef) != reg.n_features_in_:
+            elif {len(reg.compiled_.coef), len(reg.compiled_.mean), len(reg.compiled_.scale)} != {reg.n_features_in_}:
                 raise ValueError("coefficient count does not match the features")
         except (KeyError, TypeError, ValueError, UserError) as exc:
             raise PredictorFileError(f"{path}: corrupt latency regressor ({exc})") from None

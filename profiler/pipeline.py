@@ -179,8 +179,9 @@ def profile_device(req: ProfileRequest, work_dir: str | Path | None = None, cach
     cache = Path(cache_dir) if cache_dir else cache_root()
     work = Path(work_dir) if work_dir else cache / "work" / req.profile_name
     journal = work / JOURNAL
-    if fresh and journal.exists():
-        journal.unlink()
+    if fresh:  # the journal and what is paired with it (a board's run folder id, device states)
+        for p in (journal, *work.glob(JOURNAL + ".*")):
+            p.unlink(missing_ok=True)
     env = runner.environment()
     measured_res = req.measured_resolutions()
     ops = enumerate_ops(spec, measured_res)

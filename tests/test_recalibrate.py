@@ -149,9 +149,12 @@ def test_profile_json_round_trip_with_and_without_a_state(tmp_path: Path) -> Non
     assert fit.state_factor_ == 1.0 and "state" not in fit.to_calibration()
 
     back.meta.calibration["state"] = {"factor": "fast", "date": "x"}
-    back.save_meta()
-    with pytest.raises(ProfileError, match="unreadable calibration state"):
-        CalibratedLUTPredictor(load_profile(folder)).predict(batch)
-    assert CalibratedLUTPredictor(load_profile(folder), state=False).predict(batch) == pytest.approx(base, rel=0)
+    with pytest.raises(ProfileError, match="calibration.state.factor"):  # never written...
+        back.save_meta()
+    raw = json.loads((folder / "profile.json").read_text())
+    raw["calibration"]["state"]["factor"] = "fast"
+    (folder / "profile.json").write_text(json.dumps(raw))
+    with pytest.raises(ProfileError, match=r"profile\.json: calibration\.state\.factor"):  # ...nor read
+        load_profile(folder)
     with pytest.raises(ProfileError, match="no folder"):
         Profile(ProfileMeta(name="nowhere")).save_meta()

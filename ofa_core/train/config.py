@@ -14,10 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Union
 
-import yaml
-
 from ..errors import UserError
 from ..space import D_CHOICES, E_CHOICES, KS_CHOICES
+from ..strict import load_yaml
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
@@ -263,16 +262,7 @@ def parse_config(data: Any) -> TrainConfig:
 
 def load_config(path: str | Path) -> TrainConfig:
     """Read and validate a YAML config; errors name the file and the field."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise UserError(f"{path}: cannot read config ({exc.strerror})") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f" at line {mark.line + 1}" if mark is not None else ""
-        raise UserError(f"{path}: not valid YAML{at}") from None
+    data = load_yaml(path, "config")
     try:
         return parse_config(data)
     except UserError as exc:

@@ -7,6 +7,8 @@ from typing import Optional
 
 import typer
 
+from ofa_core.fileio import check_out
+
 CHECK_TOLERANCE = 1e-4
 
 
@@ -31,6 +33,7 @@ def register(app: typer.Typer) -> None:
         check: bool = typer.Option(False, "--check", help="Run the file and compare with torch (max abs diff)."),
     ) -> None:
         """Export the subnet of ARCH.json (BN folded, batch 1, NCHW input) to ONNX or TFLite."""
+        check_out(out, "file")
         import torch
 
         from ofa_core.export import EXPORTERS, max_abs_diff
@@ -56,6 +59,6 @@ def register(app: typer.Typer) -> None:
         if check:
             diff = max_abs_diff(path, model, example, fmt.value)
             typer.echo(f"max |{fmt.value} - torch| = {diff:.2e}")
-            if diff > CHECK_TOLERANCE:
+            if not diff <= CHECK_TOLERANCE:  # NaN-safe
                 typer.echo(f"ofakit: check failed: difference above {CHECK_TOLERANCE:g}", err=True)
                 raise typer.Exit(1)

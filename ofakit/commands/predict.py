@@ -13,6 +13,7 @@ from typing import Any, List, Optional
 import typer
 
 from ofa_core.errors import UserError
+from ofa_core.fileio import check_out
 
 
 def _hidden(text: str) -> tuple[int, ...]:
@@ -190,6 +191,7 @@ def register(app: typer.Typer) -> None:
         test: Optional[Path] = typer.Option(None, "--test", help="Optional separate JSONL to report on."),
     ) -> None:
         """Train the MLP accuracy predictor; prints RMSE (points), Kendall tau and Spearman on the held-out split."""
+        check_out(out, "folder")
         from predictors.accuracy import AccuracyMLP, accuracy_metrics, load_accuracy_jsonl
 
         archs, acc = load_accuracy_jsonl(data)
@@ -219,6 +221,7 @@ def register(app: typer.Typer) -> None:
         seed: int = typer.Option(0, "--seed"),
     ) -> None:
         """Train a latency regressor on measured subnets; prints held-out Spearman, MAPE and share within 10%."""
+        check_out(out, "folder")
         import numpy as np
 
         from predictors.metrics import latency_metrics
@@ -250,6 +253,7 @@ def register(app: typer.Typer) -> None:
         width: Optional[float] = typer.Option(None, "--width", help="Width multiplier of the subnets."),
     ) -> None:
         """Build a latency predictor for a new device from a few measured subnets and known devices' LUTs."""
+        check_out(out, "folder")
         from predictors.fewshot import fit_few_shot
         from predictors.regressors import load_measured
 

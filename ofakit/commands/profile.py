@@ -14,6 +14,7 @@ import typer
 from typer.core import TyperGroup
 
 from ofa_core.errors import UserError
+from ofa_core.fileio import check_out
 
 from . import devices as remote_cli
 
@@ -68,6 +69,7 @@ def measure_cmd(
 ) -> int:
     """Measure every distinct operator of the space on DEVICE (or on boards over SSH, in parallel) and write its
     profile (resumes if interrupted)."""
+    check_out(out, "folder")
     from profiler.pipeline import ProfileRequest
 
     from ..workflows import few_shot as fit_few_shot_on
@@ -106,6 +108,7 @@ def import_ofa_cmd(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Profile folder (default: NAME in your profile folder)."),
 ) -> None:
     """Import OFA's YAML latency tables as a device profile."""
+    check_out(out, "folder")
     from device_profiles.ofa_yaml import import_ofa
     from device_profiles.store import write_folder
 
@@ -121,6 +124,7 @@ def export_ofa_cmd(
     folder: Path = typer.Argument(..., help="Output folder for <R>_lookup_table.yaml files."),
 ) -> None:
     """Write a profile as OFA's YAML latency tables (one file per resolution)."""
+    check_out(folder, "folder", "FOLDER")
     from device_profiles import load_profile
     from device_profiles.ofa_yaml import export_ofa
 

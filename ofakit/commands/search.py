@@ -18,6 +18,7 @@ from typing import Any, List, Optional
 import typer
 
 from ofa_core.errors import UserError
+from ofa_core.fileio import check_out, staged_folder
 
 OFA_RESOLUTIONS = "160,176,192,208,224"  # predictors.constraints.OFA_RESOLUTIONS, as the option's text
 
@@ -50,8 +51,6 @@ def write_front(results: list, bounds: list[float], constraints: list, out: Path
     for b, r in zip(bounds, results):
         w.writerow([b, f"{r.accuracy:.6f}", *(f"{r.values[n]:.6g}" for n in names), r.evaluations,
                     f"{r.seconds:.3f}", json.dumps(r.arch.to_dict(), separators=(",", ":"))])
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out, buf.getvalue())
     png = out.with_suffix(".png")
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
     acc = [100 * r.accuracy for r in results]
@@ -63,10 +62,10 @@ def write_front(results: list, bounds: list[float], constraints: list, out: Path
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
     fig.tight_layout()
-    tmp = png.with_name(f".{png.name}.tmp.png")
-    fig.savefig(tmp)
+    with staged_folder(out.parent, last=out.name) as tmp:  # both files or neither
+        fig.savefig(tmp / png.name)
+        atomic_write_text(tmp / out.name, buf.getvalue())
     plt.close(fig)
-    tmp.replace(png)
     return out, png
 
 
@@ -108,6 +107,7 @@ def register(app: typer.Typer) -> None:
                                                                      "after the profiles'); repeatable."),
     ) -> None:
         """Find the most accurate subnet that meets every bound (predicted accuracy, predicted latency)."""
+        check_out(out, "file")
         from threadpoolctl import threadpool_limits
 
         from device_profiles import atomic_write_text

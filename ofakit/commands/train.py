@@ -12,6 +12,7 @@ from typing import Optional
 import typer
 
 from ofa_core.errors import UserError
+from ofa_core.fileio import check_out
 
 
 def _device(value: Optional[str], threads: Optional[int]) -> Optional[str]:
@@ -43,6 +44,7 @@ def register(app: typer.Typer) -> None:
         quiet: bool = typer.Option(False, "--quiet", help="no progress bars"),
     ) -> None:
         """Train an OFA supernet by progressive shrinking with distillation, phase by phase."""
+        check_out(out, "folder")
         from ofa_core.train import ProgressiveShrinking, init_distributed, load_config, resolve_config, shutdown
 
         path = resolve_config(config)
@@ -80,6 +82,7 @@ def register(app: typer.Typer) -> None:
         quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
     ) -> None:
         """Measure N random subnets (BN re-estimated, held-out split) into JSONL {ks, e, d, r, width, acc}."""
+        check_out(out, "file")
         from ofa_core.supernet import OFAMobileNetV3
         from ofa_core.train import build_accuracy_dataset, init_distributed, load_config, resolve_config, shutdown
         from ofa_core.train.checkpoint import load_model_state, model_state

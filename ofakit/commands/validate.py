@@ -7,6 +7,8 @@ from typing import Optional
 
 import typer
 
+from ofa_core.fileio import check_out
+
 from . import devices as remote_cli
 
 
@@ -29,6 +31,7 @@ def validate_cmd(
 ) -> None:
     """Measure random subnets end to end and compare them with the profile's predictions (a board's profile, or a
     board name, is re-measured on that board over SSH)."""
+    check_out(out, "folder")
     from ..validation import format_table, record_validation, state_line, validate_profile, write_outputs
     from ..workflows import find_profile, runner_for_profile
     from ..workflows import log_to_stderr as log_line

@@ -217,7 +217,7 @@ def parse_inventory(data: Any, path: Path) -> Inventory:
         if not isinstance(members, list):
             raise InventoryError(f"{where}: 'devices' must be a list of device names")
         for m in members:
-            if m not in devices_raw:
+            if not isinstance(m, str) or m not in devices_raw:
                 raise InventoryError(f"{where}: member {m!r} is not a device of this inventory")
             group_vars[m].append((gname, gvars))
 
@@ -249,21 +249,10 @@ def parse_inventory(data: Any, path: Path) -> Inventory:
 
 def load_inventory(path: str | os.PathLike | None = None) -> Inventory:
     """Read and validate the inventory at ``path`` (default: :func:`default_inventory_path`)."""
-    import yaml
+    from ofa_core.strict import load_yaml
 
     p = Path(path).expanduser() if path is not None else default_inventory_path()
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
+    if not p.exists() and not p.is_symlink():
         hint = "" if path is not None else f" (pass {{inventory}} FILE or set ${INVENTORY_ENV})"
-        raise InventoryError(f"{p}: no device inventory here{hint}", params=("inventory",) if hint else ()) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InventoryError(f"{p}: cannot read the inventory ({exc})") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or "syntax error"
-        raise InventoryError(f"{p}: not valid YAML{where}: {problem}") from None
-    return parse_inventory(data, p)
+        raise InventoryError(f"{p}: no device inventory here{hint}", params=("inventory",) if hint else ())
+    return parse_inventory(load_yaml(p, "inventory", InventoryError), p)

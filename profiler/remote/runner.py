@@ -25,6 +25,7 @@ import logging
 import os
 import posixpath
 import re
+import secrets
 import tempfile
 import time
 from pathlib import Path
@@ -110,15 +111,13 @@ class SSHRunner:
         """Time ``models`` ({item id: host model path}) on the board; journal to ``journal`` on the host."""
         journal = Path(journal)
         journal.parent.mkdir(parents=True, exist_ok=True)
-        # No host journal means a fresh start (first run, or --fresh): a board journal left by an older run is
-        # then discarded, not merged. The empty file marks that decision as taken for reconnects and re-runs.
-        fresh = [not journal.exists()]
+        run_id = self._run_id(journal)
         journal.touch()
         lost = 0
         while True:
             try:
                 with Connection(self.device, self.options) as conn:
-                    self._session(conn, dict(models), journal, job, progress, fresh)
+                    self._session(conn, dict(models), journal, job, progress, run_id)
                 break
             except ConnectionLost as exc:
                 lost += 1
@@ -170,13 +169,28 @@ class SSHRunner:
         if self.on_event is not None:
             self.on_event(kind, dict(data, device=self.device.name))
 
+    def _run_id(self, journal: Path) -> str:
+        """The board folder paired with ``journal``: ``<hash of device and journal>-<nonce>``, kept beside the
+        journal (``<journal>.board``). No host journal means a fresh start (first run, or ``--fresh``): a new
+        nonce, so no result of an older run on the board can come back, however early this run is stopped."""
+        base = hashlib.sha1(f"{self.device.name}\0{journal.resolve()}".encode()).hexdigest()[:16]
+        pair = journal.with_name(journal.name + ".board")
+        old = pair.read_text(encoding="utf-8").strip() if pair.is_file() and journal.exists() else ""
+        run_id = old if old.startswith(base + "-") else f"{base}-{secrets.token_hex(4)}"
+        if run_id != old:
+            atomic_write_text(pair, run_id + "\n")
+        return run_id
+
     def _session(self, conn: Connection, models: dict[str, str], journal: Path, job: agent.JobSettings,
-                 progress: agent.Progress | None, fresh: list[bool]) -> None:
+                 progress: agent.Progress | None, run_id: str) -> None:
         p = self._paths(conn)
-        run_id = hashlib.sha1(f"{self.device.name}\0{journal.resolve()}".encode()).hexdigest()[:16]
         run_dir = posixpath.join(p["runs"], run_id)
         board_journal = posixpath.join(run_dir, "results.jsonl")
-        tmp = conn.make_temp_dir(p["tmp"], run_dir)
+        base = run_id.split("-")[0]
+        # earlier runs of this journal (before a --fresh) and earlier sessions' temp folders of this run go first
+        conn.run(["sh", "-c", 'for d in "$1/$2"-*; do [ "$d" = "$1/$3" ] || rm -rf -- "$d"; done', "sh",
+                  p["runs"], base, run_id])
+        tmp = conn.make_temp_dir(p["tmp"], run_dir, tag=base)
         cleanup = [tmp]
         try:
             self._emit("upload", {"files": len(models) + 1})
@@ -186,8 +200,7 @@ class SSHRunner:
             ops_file = posixpath.join(tmp, "ops.jsonl")
             self._put_text(conn, "".join(json.dumps({"id": i, "model": remote_models[i]}) + "\n" for i in models),
                            ops_file)
-            offset = self._merge_journals(conn, journal, board_journal, discard_board=fresh[0])
-            fresh[0] = False
+            offset = self._merge_journals(conn, journal, board_journal)
             before = run_probe(conn, "state")
             self._record_state(journal, "before", before)
             tail = _Tail(conn, journal, board_journal, offset, progress, job.rounds * len(models))
@@ -244,12 +257,12 @@ class SSHRunner:
         finally:
             os.unlink(f.name)
 
-    def _merge_journals(self, conn: Connection, journal: Path, board_journal: str, discard_board: bool) -> int:
-        """Make the host and board journals both hold the union of their lines (or, with ``discard_board``, the
-        host's alone); returns the board journal's size."""
+    def _merge_journals(self, conn: Connection, journal: Path, board_journal: str) -> int:
+        """Make the host and board journals both hold the union of their lines; returns the board journal's
+        size."""
         host_text = journal.read_text(encoding="utf-8")
         board_text = conn.read_text(board_journal)
-        merged = merge_journals(host_text, "" if discard_board else board_text or "")
+        merged = merge_journals(host_text, board_text or "")
         if merged != host_text:
             atomic_write_text(journal, merged)
         if merged != (board_text or ""):

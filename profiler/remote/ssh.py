@@ -58,6 +58,11 @@ class ConnectionLost(RemoteError):
     """An established connection dropped (the board rebooted, the link died, sshd was killed)."""
 
 
+class _DroppedDuringLogin(ConnectionResetError):
+    """The link died while logging in: paramiko reports it as an authentication failure, but it is a network
+    failure (retried), not a refused key."""
+
+
 class RemoteTimeout(RemoteError):
     """A remote command or transfer ran past its time limit."""
 
@@ -184,7 +189,9 @@ class Connection:
                 if not _transient(exc) or attempt == o.retries:
                     tries = f" (after {attempt + 1} tries)" if attempt else ""
                     cls = (HostKeyError if isinstance(exc, (HostKeyError, paramiko.BadHostKeyException))
-                           else AuthError if isinstance(exc, paramiko.AuthenticationException) else ConnectError)
+                           else AuthError if isinstance(exc, paramiko.AuthenticationException)
+                           else ConnectionLost if isinstance(exc, _DroppedDuringLogin)  # a run reconnects again
+                           else ConnectError)
                     params = exc.params if isinstance(exc, RemoteError) else ()  # arguments the fix names
                     text = message if params else literal(message)
                     raise cls(f"{literal(f'{d.name} ({d.address})')}: {text}{tries}", params=params) from None
@@ -203,13 +210,20 @@ class Connection:
         client.set_missing_host_key_policy(_HostKeyPolicy(d, o))
         key = d.key_path
         if key is not None and not key.is_file():
-            raise RemoteError(f"{d.name}: key_file {key} does not exist")
+            raise RemoteError(f"{d.name}: the inventory's key_file for this device does not exist")
         try:
             client.connect(d.host, port=d.port, username=d.user,
                            key_filename=str(key) if key is not None else None,
                            look_for_keys=key is None, allow_agent=True, timeout=o.connect_timeout,
                            banner_timeout=o.connect_timeout, auth_timeout=o.connect_timeout,
                            channel_timeout=o.connect_timeout)
+        except paramiko.AuthenticationException as exc:
+            transport = client.get_transport()
+            dropped = transport is None or not transport.is_active()  # a refused key leaves the link up
+            client.close()
+            if dropped and not isinstance(exc, paramiko.PasswordRequiredException):
+                raise _DroppedDuringLogin("connection dropped during login") from None
+            raise
         except BaseException:
             client.close()
             raise
@@ -226,15 +240,18 @@ class Connection:
             text = exc.template if exc.params else str(exc)
             return text.split(": ", 1)[-1] if text.startswith(d.name) else text
         if isinstance(exc, paramiko.BadHostKeyException):
-            return (f"host key for {exc.hostname} differs from the recorded one (got {fingerprint(exc.key)}); the "
+            entry = d.host if d.port == 22 else f"[{d.host}]:{d.port}"  # how known_hosts names a non-22 port
+            return (f"host key for {entry} differs from the recorded one (got {fingerprint(exc.key)}); the "
                     f"board was reinstalled or someone is intercepting the connection. If the change is expected, "
-                    f"remove the old entry (ssh-keygen -R '{exc.hostname}' -f FILE) from "
+                    f"remove the old entry (ssh-keygen -R '{entry}' -f FILE) from "
                     f"{self.options.known_hosts} or ~/.ssh/known_hosts")
         if isinstance(exc, paramiko.PasswordRequiredException):
-            return (f"key file {d.key_file} is passphrase-protected; load it into ssh-agent (ssh-add) - ofakit "
+            return ("the inventory's key_file is passphrase-protected; load it into ssh-agent (ssh-add) - ofakit "
                     "never stores passphrases")
+        if isinstance(exc, _DroppedDuringLogin):
+            return "the connection dropped during login (the link, not the key)"
         if isinstance(exc, paramiko.AuthenticationException):
-            how = f"key file {d.key_file}" if d.key_file else "ssh-agent / ~/.ssh keys"
+            how = "the inventory's key_file" if d.key_file else "ssh-agent / ~/.ssh keys"
             return (f"authentication failed for user {d.user!r} with {how}; add the public key to "
                     "~/.ssh/authorized_keys on the board (ssh-copy-id)")
         if isinstance(exc, socket.gaierror):
@@ -362,6 +379,10 @@ class Connection:
             if not chan.exit_status_ready():
                 raise ConnectionLost(f"{name}: connection to {self.device.address} lost while `{argv[0]}` ran")
             rc = chan.recv_exit_status()
+            if rc == -1 and self._link_up():  # no exit status, link intact: the process died of a signal
+                raise RemoteCommandError(f"{name}: `{argv[0]}` was killed by a signal on the board (out of memory? "
+                                         "killed by hand?); the connection is fine", rc, err.decode("utf-8",
+                                                                                                   "replace"))
             if rc == -1:
                 raise ConnectionLost(f"{name}: connection to {self.device.address} lost while `{argv[0]}` ran")
             return rc, err.decode("utf-8", "replace")
@@ -369,6 +390,13 @@ class Connection:
             raise ConnectionLost(f"{name}: connection to {self.device.address} lost ({exc})") from None
         finally:
             chan.close()
+
+    def _link_up(self) -> bool:
+        """Whether the connection still carries a command (a short ``true`` round trip)."""
+        try:
+            return self.run(["true"], timeout=self.options.connect_timeout, check=False).rc == 0
+        except RemoteError:
+            return False
 
     def _send(self, chan: paramiko.Channel, stdin: bytes | str | BinaryIO, what: str, timeout: float) -> None:
         """Feed ``stdin`` to a command; a command that exits early (e.g. not installed) just stops the feed."""
@@ -484,13 +512,17 @@ class Connection:
                 raise ConnectionLost(f"{self.device.name}: connection lost reading {remote} ({exc})") from None
             raise RemoteError(f"{self.device.name}: cannot read {remote} ({exc})") from None
 
-    def make_temp_dir(self, parent: str, *also: str) -> str:
-        """A fresh private folder under ``parent`` on the board (``mktemp -d``); the folders ``also`` are
-        created on the way (one round trip). Temp folders left by sessions whose link died over an hour ago
-        are removed first."""
-        script = ('mkdir -p "$@" && { find "$1" -mindepth 1 -maxdepth 1 -name "ofakit.*" -mmin +60 '
-                  '-exec rm -rf {} + 2>/dev/null; mktemp -d "$1/ofakit.XXXXXXXX"; }')
-        return self.run(["sh", "-c", script, "sh", parent.rstrip("/") or "/", *also]).stdout.strip()
+    def make_temp_dir(self, parent: str, *also: str, tag: str = "") -> str:
+        """A fresh private folder ``ofakit.[TAG.]XXXXXXXX`` under ``parent`` on the board (``mktemp -d``); the
+        folders ``also`` are created on the way (one round trip). Folders of earlier sessions with the same
+        ``tag`` (one run: its earlier sessions are over) and any left by sessions over an hour ago are removed
+        first."""
+        prefix = f"ofakit.{tag}." if tag else "ofakit."
+        script = ('p=$1; t=$2; shift 2; mkdir -p "$p" "$@" && { '
+                  'find "$p" -mindepth 1 -maxdepth 1 -name "ofakit.*" -mmin +60 -exec rm -rf {} + 2>/dev/null; '
+                  '[ "$t" = ofakit. ] || find "$p" -mindepth 1 -maxdepth 1 -name "$t*" -exec rm -rf {} + 2>/dev/null; '
+                  'mktemp -d "$p/${t}XXXXXXXX"; }')
+        return self.run(["sh", "-c", script, "sh", parent.rstrip("/") or "/", prefix, *also]).stdout.strip()
 
     def remove_tree(self, *paths: str) -> None:
         self.run(["rm", "-rf", "--", *paths])
