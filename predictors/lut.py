@@ -229,7 +229,7 @@ class CalibratedLUTPredictor(_Params):
             return
         cal = self.profile.meta.calibration
         if not cal:
-            raise not_fitted(f"{_source(self.profile)}: no calibration (measure one with `ofakit profile`, or "
+            raise not_fitted(f"{_source(self.profile)} has no calibration (measure one with `ofakit profile`, or "
                              f"call fit)", ProfileError)
         self._load(cal)
 

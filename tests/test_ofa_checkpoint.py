@@ -26,7 +26,9 @@ def bn(out: dict, prefix: str, t: dict, ours: str) -> None:
 def ofa_checkpoint(width: float, old_names: bool = False) -> tuple[dict, dict]:
     """(OFA-layout state dict with random weights, the same tensors under ofakit's names)."""
     torch.manual_seed(1)
-    t = {k: (torch.randn_like(v) if v.is_floating_point() else v) for k, v in OFAMobileNetV3(width).state_dict().items()}
+    # fresh weights moved by noise (distinct tensors, finite outputs); BN variances stay positive
+    t = {k: (torch.rand_like(v) + 0.5 if k.endswith("running_var") else v + 0.05 * torch.randn_like(v))
+         if v.is_floating_point() else v for k, v in OFAMobileNetV3(width).state_dict().items()}
     out: dict = {"first_conv.conv.weight": t["stem.conv.weight"]}
     bn(out, "first_conv.bn", t, "stem.bn")
     out["blocks.0.conv.depth_conv.conv.weight"] = t["first_block.depthwise.conv.weight"]
