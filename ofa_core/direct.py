@@ -48,6 +48,7 @@ class Emitter:
     def __init__(self, weights: Weights | None = None, rng: np.random.Generator | None = None):
         self.weights: Weights = dict(weights or {})
         self.rng = rng
+        self.stored: list[np.ndarray] = []  # float constants as written into the file (for :func:`pack`)
 
     def weight(self, name: str, shape: tuple[int, ...], fan_in: int, zero: bool = False) -> np.ndarray:
         if name not in self.weights:
@@ -180,6 +181,7 @@ class OnnxEmitter(Emitter):
 
     def _init(self, name: str, value: np.ndarray) -> str:
         self.inits[name] = value
+        self.stored.append(value)
         return name
 
     def begin(self, x: Tensor) -> None:
@@ -231,14 +233,49 @@ class OnnxEmitter(Emitter):
 
 
 def build_onnx(ops: Sequence[OpSpec], path: str | os.PathLike, weights: Weights | None = None,
-               seed: int = 0, batch: int = 1) -> None:
+               seed: int = 0, batch: int = 1, pack_to: str | os.PathLike | None = None) -> None:
     """Write ``ops`` (one op, or a whole subnet's ops) as an ONNX file at ``path`` (atomically); weights by
-    name, missing ones drawn from ``seed``."""
+    name, missing ones drawn from ``seed``; ``pack_to``: also write its packed form there (:func:`pack`)."""
     e = OnnxEmitter(weights, np.random.default_rng(seed))
     y = emit_ops(e, ops, batch)
     if not e.nodes:
         raise ValueError("an ONNX graph needs at least one node")
-    atomic_write_bytes(path, e.model(y).SerializeToString())
+    _write(e, e.model(y).SerializeToString(), path, seed, pack_to)
+
+
+def _write(e: Emitter, data: bytes, path: str | os.PathLike, seed: int, pack_to: str | os.PathLike | None) -> None:
+    if pack_to is not None:
+        atomic_write_bytes(pack_to, pack(data, e.stored, seed))
+    atomic_write_bytes(path, data)
+
+
+PACKED_SUFFIX = ".ofz"
+PACK_MIN_BYTES = 256  # smaller constants stay in the packed file as they are
+
+
+def pack(data: bytes, stored: Sequence[np.ndarray], seed: int) -> bytes:
+    """A model file in a form that compresses to almost nothing: gzip of a JSON header line and the file with
+    every large float constant zeroed; the header lists each zeroed range as ``[offset, bytes, low, high]``. The
+    agent (``expand_packed``) refills each range with uniform(low, high) float32 values from the header's seed:
+    weights of the same distribution as the file's (uniform, as drawn), so the same latency, without sending
+    them."""
+    import gzip
+    import json
+
+    buf = bytearray(data)
+    fill = []
+    for arr in stored:
+        raw = np.ascontiguousarray(arr, dtype="<f4").tobytes()
+        if len(raw) < PACK_MIN_BYTES or arr.min() == arr.max():
+            continue
+        at = data.find(raw)
+        if at < 0:
+            raise RuntimeError(f"packing: a constant of shape {arr.shape} not found in the file")
+        buf[at:at + len(raw)] = bytes(len(raw))
+        fill.append([at, len(raw), float(arr.min()), float(arr.max())])
+    header = json.dumps({"format": "ofakit-packed-1", "size": len(data), "seed": int(seed) % 2**32,
+                         "fill": fill}, separators=(",", ":")).encode()
+    return gzip.compress(header + b"\n" + bytes(buf), compresslevel=6, mtime=0)
 
 
 BUILDERS: dict[str, Callable[..., None]] = {"onnx": build_onnx}
@@ -318,6 +355,8 @@ class TfliteEmitter(Emitter):
         value = np.asarray(value)
         dtype = self.S.TensorType.INT32 if value.dtype.kind == "i" else self.S.TensorType.FLOAT32
         value = value.astype(np.int32 if value.dtype.kind == "i" else np.float32)
+        if dtype == self.S.TensorType.FLOAT32:
+            self.stored.append(value)
         return self._tensor(name, value.shape, value, dtype)
 
     def _op(self, code: str, inputs: list[int], out: Tensor, layout: str, options: Any = None,
@@ -449,12 +488,12 @@ class TfliteEmitter(Emitter):
 
 
 def build_tflite(ops: Sequence[OpSpec], path: str | os.PathLike, weights: Weights | None = None,
-                 seed: int = 0, batch: int = 1) -> None:
+                 seed: int = 0, batch: int = 1, pack_to: str | os.PathLike | None = None) -> None:
     """Write ``ops`` (one op, or a whole subnet's ops) as a TFLite file at ``path`` (atomically); weights by
-    name, missing ones drawn from ``seed``."""
+    name, missing ones drawn from ``seed``; ``pack_to``: also write its packed form there (:func:`pack`)."""
     e = TfliteEmitter(weights, np.random.default_rng(seed))
     y = emit_ops(e, ops, batch)
-    atomic_write_bytes(path, e.flatbuffer(y))
+    _write(e, e.flatbuffer(y), path, seed, pack_to)
 
 
 BUILDERS["tflite"] = build_tflite

@@ -166,3 +166,34 @@ def test_backend_builds_directly_and_fast(tmp_path, backend: str) -> None:
     op = items[3].opspec()
     x = op_input(op).numpy()
     assert run_file(res[items[3].id].path, x).shape == (1, op.out_shape[2], *op.out_shape[:2])
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "tflite"])
+def test_packed_file_expands_on_the_board_side(tmp_path, fmt: str) -> None:
+    """The packed form compresses to almost nothing; the agent's expansion gives a file of the same size and
+    graph whose weights are redrawn from the same ranges (only weight bytes differ)."""
+    from ofa_core.direct import BUILDERS, PACKED_SUFFIX
+    from profiler.agent.ofakit_agent import AgentError, _read_items, expand_packed
+
+    op = OpSpec.from_key("Conv_1-input:7x7x160-output:7x7x960")
+    model, packed = tmp_path / f"m.{fmt}", tmp_path / f"m.{fmt}{PACKED_SUFFIX}"
+    BUILDERS[fmt]([op], model, seed=5, pack_to=packed)
+    assert packed.stat().st_size < model.stat().st_size / 100
+    out = tmp_path / f"board.{fmt}"
+    expand_packed(str(packed), str(out))
+    a, b = np.frombuffer(model.read_bytes(), np.uint8), np.frombuffer(out.read_bytes(), np.uint8)
+    assert a.size == b.size and 0.9 * 160 * 960 * 4 < np.count_nonzero(a != b) <= 161 * 960 * 4
+    graph = onnx_ops if fmt == "onnx" else tflite_ops
+    assert graph(out) == graph(model)
+    x = op_input(op).numpy()
+    ya, yb = run_file(model, x), run_file(out, x)
+    assert ya.shape == yb.shape and np.isfinite(yb).all() and 0.5 < yb.std() / ya.std() < 2
+    # the agent's ops file: a "packed" entry is expanded when the model is missing, then reused
+    ops_file = tmp_path / "ops.jsonl"
+    ops_file.write_text(f'{{"id": "x", "model": "e.{fmt}", "packed": "{packed.name}"}}\n')
+    assert _read_items(str(ops_file), str(tmp_path)) == [("x", str(tmp_path / f"e.{fmt}"))]
+    assert (tmp_path / f"e.{fmt}").read_bytes() == out.read_bytes()
+    packed.write_bytes(b"not gzip")
+    os.utime(packed, (time.time() + 5, time.time() + 5))
+    with pytest.raises(AgentError, match="cannot expand"):
+        _read_items(str(ops_file), str(tmp_path))

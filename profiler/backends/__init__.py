@@ -58,7 +58,8 @@ class Backend:
     @property
     def direct(self) -> bool:
         """Whether model files are built straight from the item's ops (:mod:`ofa_core.direct`, milliseconds
-        each, weights drawn from the item's seed) rather than exported from torch."""
+        each, weights drawn from the item's seed) rather than exported from torch. A direct build also writes
+        the file's packed form (``<file>.ofz``, weights left out) beside it: what a board is sent."""
         from ofa_core.direct import BUILDERS
 
         return self.format in BUILDERS
@@ -66,9 +67,9 @@ class Backend:
     def build(self, item: Item, path: str) -> None:
         """Write ``item`` as a model file at ``path`` (atomically)."""
         if self.direct:
-            from ofa_core.direct import BUILDERS
+            from ofa_core.direct import BUILDERS, PACKED_SUFFIX
 
-            BUILDERS[self.format](item.ops(), path, seed=item.seed, batch=self.batch)
+            BUILDERS[self.format](item.ops(), path, seed=item.seed, batch=self.batch, pack_to=path + PACKED_SUFFIX)
             return
         import torch
 
