@@ -244,9 +244,11 @@ def build_onnx(ops: Sequence[OpSpec], path: str | os.PathLike, weights: Weights 
 
 
 def _write(e: Emitter, data: bytes, path: str | os.PathLike, seed: int, pack_to: str | os.PathLike | None) -> None:
+    """Write the file (and its packed form first: a file that exists has one); no fsync: a model file can
+    always be built again."""
     if pack_to is not None:
-        atomic_write_bytes(pack_to, pack(data, e.stored, seed))
-    atomic_write_bytes(path, data)
+        atomic_write_bytes(pack_to, pack(data, e.stored, seed), sync=False)
+    atomic_write_bytes(path, data, sync=False)
 
 
 PACKED_SUFFIX = ".ofz"
@@ -264,18 +266,21 @@ def pack(data: bytes, stored: Sequence[np.ndarray], seed: int) -> bytes:
 
     buf = bytearray(data)
     fill = []
+    start = 0  # both formats store constants in the order they were made: search on from the last one
     for arr in stored:
         raw = np.ascontiguousarray(arr, dtype="<f4").tobytes()
         if len(raw) < PACK_MIN_BYTES or arr.min() == arr.max():
             continue
-        at = data.find(raw)
+        at = data.find(raw, start)
+        at = at if at >= 0 else data.find(raw)
+        start = at + len(raw)
         if at < 0:
             raise RuntimeError(f"packing: a constant of shape {arr.shape} not found in the file")
         buf[at:at + len(raw)] = bytes(len(raw))
         fill.append([at, len(raw), float(arr.min()), float(arr.max())])
     header = json.dumps({"format": "ofakit-packed-1", "size": len(data), "seed": int(seed) % 2**32,
                          "fill": fill}, separators=(",", ":")).encode()
-    return gzip.compress(header + b"\n" + bytes(buf), compresslevel=6, mtime=0)
+    return gzip.compress(header + b"\n" + bytes(buf), compresslevel=1, mtime=0)
 
 
 BUILDERS: dict[str, Callable[..., None]] = {"onnx": build_onnx}
