@@ -50,6 +50,22 @@ class Emitter:
         self.rng = rng
         self.stored: list[np.ndarray] = []  # float constants as written into the file (for :func:`pack`)
 
+    def locate(self, data: bytes) -> list[tuple[int, np.ndarray]]:
+        """(offset in the written file ``data``, array) of each large float constant, found in the order they
+        were stored (the order both formats write them in)."""
+        out, start = [], 0
+        for arr in self.stored:
+            raw = np.ascontiguousarray(arr, dtype="<f4").tobytes()
+            if len(raw) < PACK_MIN_BYTES or arr.min() == arr.max():
+                continue
+            at = data.find(raw, start)
+            at = at if at >= 0 else data.find(raw)
+            if at < 0:
+                raise RuntimeError(f"packing: a constant of shape {arr.shape} not found in the file")
+            out.append((at, arr))
+            start = at + len(raw)
+        return out
+
     def weight(self, name: str, shape: tuple[int, ...], fan_in: int, zero: bool = False) -> np.ndarray:
         if name not in self.weights:
             if self.rng is None:
@@ -247,7 +263,7 @@ def _write(e: Emitter, data: bytes, path: str | os.PathLike, seed: int, pack_to:
     """Write the file (and its packed form first: a file that exists has one); no fsync: a model file can
     always be built again."""
     if pack_to is not None:
-        atomic_write_bytes(pack_to, pack(data, e.stored, seed), sync=False)
+        atomic_write_bytes(pack_to, pack(data, e.locate(data), seed), sync=False)
     atomic_write_bytes(path, data, sync=False)
 
 
@@ -255,7 +271,7 @@ PACKED_SUFFIX = ".ofz"
 PACK_MIN_BYTES = 256  # smaller constants stay in the packed file as they are
 
 
-def pack(data: bytes, stored: Sequence[np.ndarray], seed: int) -> bytes:
+def pack(data: bytes, located: Sequence[tuple[int, np.ndarray]], seed: int) -> bytes:
     """A model file in a form that compresses to almost nothing: gzip of a JSON header line and the file with
     every large float constant zeroed; the header lists each zeroed range as ``[offset, bytes, low, high]``. The
     agent (``expand_packed``) refills each range with uniform(low, high) float32 values from the header's seed:
@@ -265,22 +281,16 @@ def pack(data: bytes, stored: Sequence[np.ndarray], seed: int) -> bytes:
     import json
 
     buf = bytearray(data)
+    view = np.frombuffer(buf, np.uint8)
     fill = []
-    start = 0  # both formats store constants in the order they were made: search on from the last one
-    for arr in stored:
-        raw = np.ascontiguousarray(arr, dtype="<f4").tobytes()
-        if len(raw) < PACK_MIN_BYTES or arr.min() == arr.max():
-            continue
-        at = data.find(raw, start)
-        at = at if at >= 0 else data.find(raw)
-        start = at + len(raw)
-        if at < 0:
-            raise RuntimeError(f"packing: a constant of shape {arr.shape} not found in the file")
-        buf[at:at + len(raw)] = bytes(len(raw))
-        fill.append([at, len(raw), float(arr.min()), float(arr.max())])
+    for at, arr in located:
+        n = arr.size * 4
+        view[at:at + n] = 0
+        fill.append([at, n, float(arr.min()), float(arr.max())])
+    del view  # releases the buffer export of ``buf``
     header = json.dumps({"format": "ofakit-packed-1", "size": len(data), "seed": int(seed) % 2**32,
                          "fill": fill}, separators=(",", ":")).encode()
-    return gzip.compress(header + b"\n" + bytes(buf), compresslevel=1, mtime=0)
+    return gzip.compress(header + b"\n" + buf, compresslevel=1, mtime=0)
 
 
 BUILDERS: dict[str, Callable[..., None]] = {"onnx": build_onnx}
@@ -309,6 +319,7 @@ def _aligned_buffer(S: Any) -> type:
                 builder.head -= len(payload)
                 builder.Bytes[builder.head:builder.head + len(payload)] = payload
                 builder.vectorNumElems = len(payload)
+                self.from_end = len(builder.Bytes) - builder.head  # the payload's distance from the end
                 data = builder.EndVector()
             S.BufferStart(builder)
             if data is not None:
@@ -360,8 +371,6 @@ class TfliteEmitter(Emitter):
         value = np.asarray(value)
         dtype = self.S.TensorType.INT32 if value.dtype.kind == "i" else self.S.TensorType.FLOAT32
         value = value.astype(np.int32 if value.dtype.kind == "i" else np.float32)
-        if dtype == self.S.TensorType.FLOAT32:
-            self.stored.append(value)
         return self._tensor(name, value.shape, value, dtype)
 
     def _op(self, code: str, inputs: list[int], out: Tensor, layout: str, options: Any = None,
@@ -470,6 +479,11 @@ class TfliteEmitter(Emitter):
             b = self._relayout(b, _NHWC_TO_NCHW, "nchw", b.shape)
         return self._op("ADD", [self.index[a.name], self.index[b.name]], Tensor(name + ".add", a.shape), layout,
                         self._options("AddOptions", potScaleInt16=True), "AddOptions")
+
+    def locate(self, data: bytes) -> list[tuple[int, np.ndarray]]:
+        """Where each large float buffer landed, as recorded while packing (no search)."""
+        return [(len(data) - b.from_end, b.data) for b in self.buffers[1:]
+                if b.data.dtype == np.float32 and b.data.nbytes >= PACK_MIN_BYTES and b.data.min() != b.data.max()]
 
     def flatbuffer(self, y: Tensor) -> bytes:
         import flatbuffers
