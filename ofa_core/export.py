@@ -21,9 +21,8 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from .direct import ONNX_INPUT, ONNX_OUTPUT
 from .errors import UserError
-
-ONNX_INPUT, ONNX_OUTPUT = "input", "output"
 
 
 def fold_bn(model: nn.Module) -> nn.Module:

@@ -14,9 +14,10 @@ _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to a temp file beside ``path``, fsync it, then rename it over ``path`` (creating the parent
-    folder). The file gets the usual mode, or keeps the mode of the file it replaces."""
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, sync: bool = True) -> None:
+    """Write ``data`` to a temp file beside ``path``, fsync it (unless ``sync`` is False: a cache file that can
+    be made again), then rename it over ``path`` (creating the parent folder). The file gets the usual mode, or
+    keeps the mode of the file it replaces."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name[:64]}.", suffix=".tmp")
@@ -25,7 +26,8 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
-            os.fsync(f.fileno())
+            if sync:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -1,7 +1,8 @@
 """The host-side Builder: turns items into model files for a backend, cached by item id and build tag.
 
-A model file is built once per (item, backend format, exporter version) and reused by every later run; builds
-run in a small process pool (each worker single-threaded torch). A failed build is a :class:`BuildResult` with
+A model file is built once per (item, backend format, builder version) and reused by every later run. Files
+built straight from the ops (:mod:`ofa_core.direct`) are written in-process; torch exports run in a small
+process pool (each worker single-threaded torch). A failed build is a :class:`BuildResult` with
 an error message, never an exception, so the run goes on and the failure lands in the journal as BUILD_ERROR.
 """
 from __future__ import annotations
@@ -65,7 +66,8 @@ class Builder:
                  for r in missing]
         by_path = {r.path: r for r in missing}
         done = 0
-        for reply in _run_tasks(tasks, self.jobs if len(missing) >= POOL_THRESHOLD else 1):
+        pool = len(missing) >= POOL_THRESHOLD and not self.backend.direct  # direct builds take milliseconds
+        for reply in _run_tasks(tasks, self.jobs if pool else 1):
             r = by_path[reply["path"]]
             r.error, r.seconds = reply["error"], reply["seconds"]
             done += 1

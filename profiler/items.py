@@ -1,8 +1,9 @@
 """What the profiler measures: an *item* is one elastic operator (by OFA key) or one whole subnet (by arch).
 
 Items have a stable id (the OFA key, or ``subnet:`` + the canonical arch JSON) that names them in result
-journals, and build their torch module from :mod:`ofa_core.static`, so an op measured alone and the same op
-inside a measured subnet are the same module.
+journals, and build their torch module from :mod:`ofa_core.static` (or their model file straight from their ops
+with :mod:`ofa_core.direct`), so an op measured alone and the same op inside a measured subnet are the same
+layers.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ofa_core.errors import UserError
-from ofa_core.ops import OpSpec
+from ofa_core.ops import OpSpec, subnet_ops
 from ofa_core.space import ArchConfig
 
 from .agent.ofakit_agent import SUBNET_PREFIX  # the agent gives whole networks (this id prefix) more rounds
@@ -56,6 +57,15 @@ class Item:
     def filename(self, suffix: str) -> str:
         """A short, filesystem-safe model file name derived from the id."""
         return hashlib.sha1(self.id.encode()).hexdigest()[:20] + suffix
+
+    @property
+    def seed(self) -> int:
+        """A stable seed derived from the id: the weights of a directly built model file."""
+        return int(hashlib.sha1(self.id.encode()).hexdigest()[:8], 16)
+
+    def ops(self) -> list[OpSpec]:
+        """The operators the item computes, in order (one for an operator item)."""
+        return [self.opspec()] if self.kind == OP else subnet_ops(self.arch())
 
     def module(self) -> tuple[Any, Any]:
         """(eval-mode torch module, example input of batch 1)."""

@@ -89,6 +89,11 @@ def test_profile_over_ssh_matches_local_key_set(env, sshd_server, capsys):
     assert "client_ed25519" not in text and "PRIVATE KEY" not in text  # no key paths or key material
     board = sshd_server.dir / "board"
     assert not list((board / "tmp").iterdir()) and not list((board / "runs").iterdir())  # remote temp cleaned
+    # model files were sent packed (weights left out) and written on the board, as large as the host's
+    packed = sorted((board / "models").glob("*.onnx.ofz"))
+    expanded = [p.with_suffix("") for p in packed]
+    assert len(packed) == 96 and all(m.stat().st_size > 0 for m in expanded)
+    assert sum(p.stat().st_size for p in packed) * 10 < sum(m.stat().st_size for m in expanded)
 
     # `ofakit validate BOARD`: held-out subnets built here, measured on the board, compared with its profile
     assert main(["validate", "pi", "--n", "2", "--rounds", "1", "-i", str(inv), "--out", str(env / "val")]) == 0

@@ -25,7 +25,9 @@ CLI (stable):
         [--threads 1] [--rounds 4] [--extra-rounds 2] [--warmup-runs 3] [--warmup-time 0.01] [--min-runs 10] \\
         [--min-time 0.05] [--clock thread|wall] [--timeout 60] [--cv-threshold 0.1] [--spread-threshold 0.05] \\
         [--seed 0] [--subnet-rounds 0] [--retry-errors] [--quiet]
-      FILE holds JSON lines {"id": ITEM_ID, "model": PATH} (PATH relative to DIR unless absolute).
+      FILE holds JSON lines {"id": ITEM_ID, "model": PATH} (PATH relative to DIR unless absolute); a line with
+      "packed": PACKED (a model file sent without its weights, see expand_packed) gets PATH written from PACKED
+      first, when PATH is missing or older than PACKED.
       RESULTS gets a header line, then one JSON line per (item, round) as it goes (flushed and fsynced).
       Re-running the same command resumes: (item, round) pairs already recorded are skipped (records with an
       error too, unless --retry-errors). Exit 0 when the run completed, 2 on bad arguments or a missing runtime,
@@ -46,6 +48,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import gzip
 import json
 import os
 import platform
@@ -701,10 +704,38 @@ def _read_items(ops_file: str, models_dir: str) -> List[Tuple[str, str]]:
             try:
                 rec = json.loads(line)
                 item_id, model = str(rec["id"]), str(rec["model"])
-            except (ValueError, KeyError, TypeError):
+                packed = rec.get("packed")
+            except (ValueError, KeyError, TypeError, AttributeError):
                 raise AgentError("{}:{}: expected a JSON object with id and model".format(ops_file, n))
-            items.append((item_id, model if os.path.isabs(model) else os.path.join(models_dir, model)))
+            model = model if os.path.isabs(model) else os.path.join(models_dir, model)
+            if packed:
+                packed = str(packed) if os.path.isabs(str(packed)) else os.path.join(models_dir, str(packed))
+                if not os.path.exists(model) or os.path.getmtime(model) < os.path.getmtime(packed):
+                    expand_packed(packed, model)
+            items.append((item_id, model))
     return items
+
+
+def expand_packed(packed: str, model: str) -> None:
+    """Write the model file ``model`` from its packed form: a gzip of a JSON header line and the file with its
+    weights zeroed. Each ``[offset, bytes, low, high]`` range of the header is refilled with uniform(low, high)
+    float32 values drawn from the header's seed, so the board gets weights of the file's own distribution
+    without the host sending them."""
+    try:
+        with gzip.open(packed, "rb") as f:
+            header = json.loads(f.readline().decode())
+            data = bytearray(f.read())
+        if header.get("format") != "ofakit-packed-1" or len(data) != header["size"]:
+            raise ValueError("not an ofakit packed model")
+        rng = np.random.RandomState(header["seed"])
+        for offset, nbytes, low, high in header["fill"]:
+            data[offset:offset + nbytes] = rng.uniform(low, high, nbytes // 4).astype("<f4").tobytes()
+    except (OSError, ValueError, KeyError, TypeError, EOFError) as exc:
+        raise AgentError("{}: cannot expand the packed model ({})".format(packed, exc))
+    tmp = "{}.{}.part".format(model, os.getpid())
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, model)
 
 
 def make_header(backend: str, threads: int, job: JobSettings) -> Dict[str, Any]:

@@ -66,15 +66,37 @@ class Backend:
         """Why this backend cannot run here (a one-line hint), or None when it can."""
         return None
 
+    batch: int = 1  # the batch size model files are built for
+
+    @property
+    def direct(self) -> bool:
+        """Whether model files are built straight from the item's ops (:mod:`ofa_core.direct`, milliseconds
+        each, weights drawn from the item's seed) rather than exported from torch. A direct build also writes
+        the file's packed form (``<file>.ofz``, weights left out) beside it: what a board is sent."""
+        from ofa_core.direct import BUILDERS
+
+        return self.format in BUILDERS
+
     def build(self, item: Item, path: str) -> None:
         """Write ``item`` as a model file at ``path`` (atomically)."""
+        if self.direct:
+            from ofa_core.direct import BUILDERS, PACKED_SUFFIX
+
+            BUILDERS[self.format](item.ops(), path, seed=item.seed, batch=self.batch, pack_to=path + PACKED_SUFFIX)
+            return
+        import torch
+
         from ofa_core.export import EXPORTERS
 
         module, example = item.module()
-        EXPORTERS[self.format](module, example, path)
+        EXPORTERS[self.format](module, torch.randn(self.batch, *example.shape[1:]), path)
 
     def build_tag(self) -> str:
         """Changes whenever files built by this backend would differ (names the model cache folder)."""
+        if self.direct:
+            from ofa_core.direct import BUILD_VERSION
+
+            return f"{self.format}-direct{BUILD_VERSION}"
         import torch
 
         return f"{self.format}-torch{torch.__version__.split('+')[0]}"

@@ -1,4 +1,5 @@
-"""onnxruntime on the CPU: ONNX files built with the TorchScript exporter, timed by the agent's worker."""
+"""onnxruntime on the CPU: ONNX files built straight from the ops (:mod:`ofa_core.direct`, the graph torch's
+exporter writes), timed by the agent's worker."""
 from __future__ import annotations
 
 import importlib.util

@@ -12,7 +12,6 @@ import argparse
 import sys
 from typing import Any, Callable, Sequence
 
-from ..items import Item
 from . import register_backend
 from .onnxruntime import OnnxRuntimeCPU
 from .torch_cuda import CudaOptions
@@ -53,14 +52,6 @@ class OnnxRuntimeCUDA(OnnxRuntimeCPU):
 
     def unavailable(self) -> str | None:
         return ort_cuda_unavailable()
-
-    def build(self, item: Item, path: str) -> None:
-        import torch
-
-        from ofa_core.export import EXPORTERS
-
-        module, example = item.module()
-        EXPORTERS[self.format](module, torch.randn(self.batch, *example.shape[1:]), path)
 
     def build_tag(self) -> str:
         return f"{super().build_tag()}-b{self.batch}"

@@ -1,5 +1,6 @@
-"""TFLite with its XNNPACK CPU delegate: files built with litert-torch, timed by the agent's worker (which
-accepts ai_edge_litert or tflite_runtime)."""
+"""TFLite with its XNNPACK CPU delegate: files built straight from the ops with the TFLite schema
+(:mod:`ofa_core.direct`, the graph litert-torch writes), timed by the agent's worker (which accepts ai_edge_litert or
+tflite_runtime)."""
 from __future__ import annotations
 
 import importlib.util
@@ -18,6 +19,6 @@ class TFLiteCPU(Backend):
     def unavailable(self) -> str | None:
         if not any(importlib.util.find_spec(m) for m in self.runtime_modules):
             return "needs ai-edge-litert or tflite-runtime (pip install 'ofakit[tflite]')"
-        if not importlib.util.find_spec("litert_torch"):
-            return "building .tflite files needs litert-torch (pip install 'ofakit[tflite]')"
+        if not importlib.util.find_spec("ai_edge_litert"):
+            return "building .tflite files needs ai-edge-litert (pip install 'ofakit[tflite]')"
         return None

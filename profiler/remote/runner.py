@@ -34,6 +34,7 @@ from typing import Any, Callable, Mapping
 import paramiko
 
 from device_profiles import atomic_write_text
+from ofa_core.direct import PACKED_SUFFIX
 from profiler.agent import AGENT_FILE
 from profiler.agent import ofakit_agent as agent
 
@@ -195,11 +196,17 @@ class SSHRunner:
         try:
             self._emit("upload", {"files": len(models) + 1})
             remote_models = {i: posixpath.join(p["models"], os.path.basename(m)) for i, m in models.items()}
-            sent = conn.sync([(AGENT_FILE, p["agent"])] + [(Path(models[i]), remote_models[i]) for i in models])
+            # a model built with its packed form (weights left out, ofa_core.direct.pack) is sent packed: the
+            # agent writes the model file from it on the board
+            packed = {i: m + PACKED_SUFFIX for i, m in models.items() if os.path.exists(m + PACKED_SUFFIX)}
+            uploads = [(Path(packed.get(i, models[i])), remote_models[i] + (PACKED_SUFFIX if i in packed else ""))
+                       for i in models]
+            sent = conn.sync([(AGENT_FILE, p["agent"])] + uploads)
             self._emit("uploaded", {"sent": sent, "files": len(models) + 1})
             ops_file = posixpath.join(tmp, "ops.jsonl")
-            self._put_text(conn, "".join(json.dumps({"id": i, "model": remote_models[i]}) + "\n" for i in models),
-                           ops_file)
+            lines = [{"id": i, "model": remote_models[i],
+                      **({"packed": remote_models[i] + PACKED_SUFFIX} if i in packed else {})} for i in models]
+            self._put_text(conn, "".join(json.dumps(rec) + "\n" for rec in lines), ops_file)
             offset = self._merge_journals(conn, journal, board_journal)
             before = run_probe(conn, "state")
             self._record_state(journal, "before", before)
