@@ -1,8 +1,8 @@
 """Emulated ARM boards profiled over SSH: Debian ARM roots (arm64 bookworm, armhf bullseye) run under qemu-user,
 each with its own OpenSSH server, Python, numpy and runtimes (real ARM binaries), started through the same
 ``make board-ARCH`` a user runs (boards/board.sh). The tests skip with the reason where a board cannot run (not
-root, no binfmt_misc, no Debian mirror); both roots are built at once on first use and cached in
-~/.cache/ofakit/boards. Each board starts fresh, as a newly flashed Pi: no numpy, no runtime."""
+root, no binfmt_misc, no Debian mirror); both roots are built at once when the session starts (conftest.py) and
+cached in ~/.cache/ofakit/boards. Each board starts fresh, as a newly flashed Pi: no numpy, no runtime."""
 from __future__ import annotations
 
 import json
@@ -28,87 +28,15 @@ from profiler.remote.runner import SSHRunner
 from profiler.remote.ssh import Connection, RemoteError, ssh_options
 from ofa_core.ops import resolution_ops
 from ofa_core.space import space_for_width
+from boards import board_connection_pids, board_dir, timed
 
 REPO = Path(__file__).resolve().parents[1]
 PROBE = REPO / "profiler" / "remote" / "probe.py"
-ARCHES = ("arm64", "armhf")
-CANNOT_RUN = 3  # boards/board.sh: this machine cannot build or run a board
-START_TIMEOUT_S = 1800  # first start: debootstrap of both roots at once on a loaded 2-core machine
 R = 32
 # A request sized for emulation: one small resolution, one round, two calibration subnets.
 REQUEST = ["--resolutions", str(R), "--rounds", "1", "--extra-rounds", "0", "--calibration-subnets", "2",
            "--min-time", "0.002", "--connect-timeout", "60"]
 VENV = "~/ofakit-venv"
-
-
-class Boards:
-    """``make board-ARCH`` for every board at once (the roots build in parallel), waited for board by board."""
-
-    def __init__(self, logs: Path):
-        self.logs = logs
-        self.procs: dict[str, subprocess.Popen] = {}
-        self.started: dict[str, Path | str] = {}
-
-    def start_all(self) -> None:
-        for arch in ARCHES:
-            with open(self.logs / f"{arch}.log", "wb") as log:
-                self.procs[arch] = subprocess.Popen(["make", "-s", f"board-{arch}"], cwd=REPO, stdout=log,
-                                                    stderr=subprocess.STDOUT)
-
-    def inventory(self, arch: str) -> Path:
-        """The board's inventory file, or a skip naming why the board cannot run here."""
-        if arch not in self.started:
-            rc = self.procs[arch].wait(START_TIMEOUT_S)
-            out = (self.logs / f"{arch}.log").read_text(errors="replace")
-            print(out, file=sys.stderr)  # per-step wall times of the build and start
-            if rc == 0:
-                self.started[arch] = REPO / ".boards" / arch / "devices.yaml"
-            else:
-                reason = [line for line in out.splitlines() if "cannot run here" in line]
-                assert reason, f"make board-{arch} failed (exit {rc}):\n{out[-3000:]}"
-                self.started[arch] = reason[-1]
-        found = self.started[arch]
-        if isinstance(found, str):
-            pytest.skip(found)
-        return found
-
-    def stop_all(self) -> None:
-        for arch, proc in self.procs.items():
-            if proc.poll() is None:
-                proc.terminate()
-                proc.wait(60)
-            subprocess.run(["make", "-s", f"board-{arch}-stop"], cwd=REPO, capture_output=True, timeout=120)
-
-
-@pytest.fixture(scope="session")
-def boards(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Boards]:
-    """Both boards, started on first use and stopped when the session ends."""
-    if os.geteuid() != 0:
-        pytest.skip("an emulated board needs root (chroot, mount, binfmt_misc): run as root")
-    b = Boards(tmp_path_factory.mktemp("boards"))
-    b.start_all()
-    yield b
-    b.stop_all()
-
-
-def board_dir(arch: str) -> Path:
-    """The running board's file system, as boards/board.sh mounts it."""
-    cache = Path(os.environ.get("OFAKIT_BOARD_CACHE", Path.home() / ".cache" / "ofakit" / "boards"))
-    return cache / arch / "board"
-
-
-def board_connection_pids(arch: str) -> list[int]:
-    """The board's per-connection sshd processes (children of its listening sshd)."""
-    listener = (board_dir(arch) / "run" / "ofakit-sshd.pid").read_text().strip()
-    pids = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if fields[1] == listener:
-            pids.append(int(stat.parent.name))
-    return pids
 
 
 class Board:
@@ -229,32 +157,40 @@ def test_arm64_fresh_board_fixed_by_the_checks_line_then_profiled(boards, board_
     board = Board("arm64", boards.inventory("arm64"), board_env)
     # A fresh bookworm board: Python refuses pip (PEP 668), no numpy, no runtime; the check names the fix.
     board.configure(backend="tflite")
-    report = check(board, capsys, "--accept-new-host-key")
+    with timed("arm64", "devices check (fresh board)"):
+        report = check(board, capsys, "--accept-new-host-key")
     assert not report["ok"] and report["info"]["python"]["externally_managed"]
     assert "numpy" in report["problems"][0] and "tflite" in report["problems"][1]
     line = fix_command(report)
     assert line.startswith(f"python3 -m venv {VENV} && {VENV}/bin/pip install")
-    board.shell(line)
+    with timed("arm64", "board setup: the check's fix line (venv, numpy<2, tflite-runtime)"):
+        board.shell(line)
     board.configure(python=f"{VENV}/bin/python")
-    assert check(board, capsys)["ok"]
+    with timed("arm64", "devices check (ready)"):
+        assert check(board, capsys)["ok"]
 
     board.configure(backend="onnxruntime")  # a second runtime: the check names the pip line for the venv
     report = check(board, capsys)
     assert not report["ok"] and fix_command(report).endswith("pip install onnxruntime")
-    board.shell(fix_command(report))
+    with timed("arm64", "board setup: pip install onnxruntime"):
+        board.shell(fix_command(report))
     report = check(board, capsys)
     assert report["ok"] and report["info"]["python"]["version"].startswith("3.11")
 
-    env = profile_and_compare(board, "tflite", board_env)
+    with timed("arm64", "profile tflite (models built here, measured on the board)"):
+        env = profile_and_compare(board, "tflite", board_env)
     assert env["runtime"].get("tflite_runtime") and env["numpy"].startswith("1.")
-    profile_and_compare(board, "onnxruntime", board_env)
+    with timed("arm64", "profile onnxruntime"):
+        profile_and_compare(board, "onnxruntime", board_env)
     board.configure(backend="tflite")
-    assert main(["validate", "arm64", "--n", "3", "--rounds", "1", "--anchors", "0", "-i", str(board.inv),
-                 "--out", str(board_env / "val"), "--connect-timeout", "60"]) == 0
+    with timed("arm64", "validate --n 3 (tflite)"):
+        assert main(["validate", "arm64", "--n", "3", "--rounds", "1", "--anchors", "0", "-i", str(board.inv),
+                     "--out", str(board_env / "val"), "--connect-timeout", "60"]) == 0
     rows = (board_env / "val" / "validation.csv").read_text().splitlines()
     assert len(rows) == 4
 
-    killed_link_then_rerun_loses_nothing(board, "onnxruntime")
+    with timed("arm64", "link killed mid-run, re-run"):
+        killed_link_then_rerun_loses_nothing(board, "onnxruntime")
 
 
 @pytest.mark.board
@@ -266,18 +202,23 @@ def test_armhf_python39_board_profiled_with_tflite_runtime_213(boards, board_env
     assert report["info"]["cpu"]["machine"] == "armv7l"
     # PyPI has no numpy for 32-bit ARM: Debian's python3-numpy (1.19) under a venv that sees it, and the last
     # tflite-runtime with an armv7l wheel for glibc 2.31 (2.13; it asks for numpy >= 1.21.2 but runs on 1.19).
-    board.as_root("apt-get", "update", "-qq")
-    board.as_root("apt-get", "install", "-y", "-qq", "--no-install-recommends", "python3-numpy")
-    board.shell(f"python3 -m venv --system-site-packages {VENV} && "
-                f"{VENV}/bin/pip install -q --no-deps tflite-runtime==2.13.0")
+    with timed("armhf", "board setup: apt python3-numpy, venv, tflite-runtime 2.13"):
+        board.as_root("apt-get", "update", "-qq")
+        board.as_root("apt-get", "install", "-y", "-qq", "--no-install-recommends", "python3-numpy")
+        board.shell(f"python3 -m venv --system-site-packages {VENV} && "
+                    f"{VENV}/bin/pip install -q --no-deps tflite-runtime==2.13.0")
     board.configure(python=f"{VENV}/bin/python")
-    assert check(board, capsys)["ok"]
+    with timed("armhf", "devices check (ready)"):
+        assert check(board, capsys)["ok"]
 
-    env = profile_and_compare(board, "tflite", board_env)
+    with timed("armhf", "profile tflite (models built here, measured on the board)"):
+        env = profile_and_compare(board, "tflite", board_env)
     assert env["python"].startswith("3.9") and env["runtime"]["tflite_runtime"] == "2.13.0"  # the agent's floor
-    assert main(["validate", "armhf", "--n", "3", "--rounds", "1", "--anchors", "0", "-i", str(board.inv),
-                 "--out", str(board_env / "val"), "--connect-timeout", "60"]) == 0
-    killed_link_then_rerun_loses_nothing(board, "tflite")
+    with timed("armhf", "validate --n 3 (tflite)"):
+        assert main(["validate", "armhf", "--n", "3", "--rounds", "1", "--anchors", "0", "-i", str(board.inv),
+                     "--out", str(board_env / "val"), "--connect-timeout", "60"]) == 0
+    with timed("armhf", "link killed mid-run, re-run"):
+        killed_link_then_rerun_loses_nothing(board, "tflite")
 
 
 def test_probe_reports_a_runtime_whose_import_segfaults_standin(tmp_path):
