@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from boards import NOT_ROOT, Boards
+from emulated_boards import NOT_ROOT, Boards
 
 _BOARDS = pytest.StashKey[Boards]()
 
@@ -32,7 +32,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
 @pytest.fixture(scope="session")
 def boards(request: pytest.FixtureRequest) -> Boards:
-    """Both emulated boards (tests/boards.py), started at collection."""
+    """Both emulated boards (tests/emulated_boards.py), started at collection."""
     found = request.config.stash.get(_BOARDS, None)
     if found is None:
         pytest.skip(NOT_ROOT)

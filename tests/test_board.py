@@ -28,7 +28,7 @@ from profiler.remote.runner import SSHRunner
 from profiler.remote.ssh import Connection, RemoteError, ssh_options
 from ofa_core.ops import resolution_ops
 from ofa_core.space import space_for_width
-from boards import board_connection_pids, board_dir, timed
+from emulated_boards import board_connection_pids, board_dir, timed
 
 REPO = Path(__file__).resolve().parents[1]
 PROBE = REPO / "profiler" / "remote" / "probe.py"
