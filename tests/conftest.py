@@ -1,11 +1,42 @@
 """Fixtures shared by several test files."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
+
+from emulated_boards import NOT_ROOT, Boards
+
+_BOARDS = pytest.StashKey[Boards]()
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list) -> None:
+    """Emulated-board tests run last, and their boards start now (as root): the two root file systems build
+    while the other tests run."""
+    items.sort(key=lambda item: item.get_closest_marker("board") is not None)
+    wanted = any(item.get_closest_marker("board") for item in items)
+    if wanted and os.geteuid() == 0 and not config.option.collectonly:
+        config.stash[_BOARDS] = Boards()
+        config.stash[_BOARDS].start_all()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Stop the boards whatever happened to their tests."""
+    boards = session.config.stash.get(_BOARDS, None)
+    if boards is not None:
+        boards.stop_all()
+
+
+@pytest.fixture(scope="session")
+def boards(request: pytest.FixtureRequest) -> Boards:
+    """Both emulated boards (tests/emulated_boards.py), started at collection."""
+    found = request.config.stash.get(_BOARDS, None)
+    if found is None:
+        pytest.skip(NOT_ROOT)
+    return found
 
 
 @pytest.fixture(scope="module")

@@ -326,6 +326,44 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def _arch_family(text: str) -> Optional[str]:
+    """``x86`` / ``arm`` / ``riscv`` for a ``uname -m`` machine name, None for others."""
+    m = text.lower()
+    if m in ("x86_64", "amd64", "i386", "i486", "i586", "i686"):
+        return "x86"
+    return "arm" if m.startswith(("arm", "aarch64")) else "riscv" if m.startswith("riscv") else None
+
+
+def _cpuinfo_family(text: str) -> Optional[str]:
+    """The architecture family of the CPU that ``/proc/cpuinfo`` (written by the kernel, not an emulator)
+    describes, from the fields each architecture's kernel writes."""
+    keys = {line.split(":")[0].strip() for line in text.splitlines() if ":" in line}
+    if {"vendor_id", "flags"} <= keys:
+        return "x86"
+    if keys & {"CPU implementer", "CPU architecture"}:
+        return "arm"
+    return "riscv" if {"isa", "mmu"} <= keys else None
+
+
+def emulation() -> Optional[str]:
+    """How this process is seen to run under CPU emulation (qemu-user via binfmt_misc), or None.
+
+    qemu-user answers ``/proc/self/exe`` with the emulated program, but not the main thread's own
+    ``/proc/self/task/TID/exe``, where the kernel names the real executable (the qemu binary); and the CPU in
+    ``/proc/cpuinfo`` is the host's, of another architecture than the emulated ``uname -m``."""
+    try:
+        exe = os.readlink("/proc/self/task/%d/exe" % os.getpid())
+    except OSError:
+        exe = ""
+    if "qemu" in os.path.basename(exe):
+        return "executable is %s" % exe
+    machine = _arch_family(platform.machine())
+    cpu = _cpuinfo_family(_read("/proc/cpuinfo") or "")
+    if machine and cpu and machine != cpu:
+        return "uname -m is %s but /proc/cpuinfo describes a CPU of the %s family" % (platform.machine(), cpu)
+    return None
+
+
 def environment(backend: str, threads: int) -> Dict[str, Any]:
     """What a measurement depends on: CPU, cores, governor, temperature, load, software versions, threads."""
     temps = []
@@ -339,8 +377,10 @@ def environment(backend: str, threads: int) -> Dict[str, Any]:
         load = list(os.getloadavg())
     except OSError:
         load = []
+    emulated = emulation()
     return {
         "cpu_model": cpu_model(), "cores": os.cpu_count(), "machine": platform.machine(),
+        "emulated": emulated is not None, "emulation": emulated,
         "system": platform.system(), "kernel": platform.release(),
         "governor": _read("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor"),
         "max_mhz": (lambda v: int(v) / 1000 if v and v.isdigit() else None)(

@@ -82,7 +82,11 @@ def assess(device: Device, info: dict[str, Any], python: str | None = None) -> C
         mods = RUNTIME_MODULES[device.backend]
         errors = "; ".join(f"{m}: {pk[m]['error']}" for m in mods)
         rep.problems.append(f"backend {device.backend}: no runtime importable ({errors})")
-        if device.backend == "tflite" and any("numpy" in pk[m]["error"].lower() for m in mods):
+        crashed = [m for m in mods if pk[m].get("crashed")]
+        if crashed:  # installed, but its import kills Python: another pip install would not help
+            rep.fixes.append(f"{crashed[0]} crashes Python on import on this board ({pk[crashed[0]]['crashed']}): "
+                             "install another version of it, or use another backend (`backend:` in the inventory)")
+        elif device.backend == "tflite" and any("numpy" in pk[m]["error"].lower() for m in mods):
             missing.append("numpy<2")  # tflite-runtime wheels are built against numpy 1.x
         else:
             missing.append(RUNTIME_PIP[device.backend])

@@ -13,6 +13,7 @@ import glob
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 
@@ -77,21 +78,46 @@ def state():
             "cpu0_mhz": _khz("/sys/devices/system/cpu/cpu0/cpufreq/scaling_cur_freq")}
 
 
-def _version(module, dist):
-    try:
-        from importlib import metadata  # Python >= 3.8
-        return metadata.version(dist)
-    except Exception:  # noqa: BLE001 - metadata missing or Python 3.7: fall back to the module attribute
-        return getattr(module, "__version__", "unknown")
+# Run by a child interpreter per package (``python -I -c CODE NAME``): prints {"version": ...} or {"error": ...}.
+_IMPORT_CODE = """
+import json, sys
+name = sys.argv[1]
+try:
+    module = __import__(name)
+except Exception as exc:  # any import failure is what we report (e.g. numpy ABI mismatch)
+    print(json.dumps({"error": (str(exc).strip().splitlines() or [type(exc).__name__])[0]}))
+    sys.exit(0)
+try:
+    from importlib import metadata  # Python >= 3.8
+    version = metadata.version(name.replace("_", "-"))
+except Exception:  # metadata missing or Python 3.7: fall back to the module attribute
+    version = getattr(module, "__version__", "unknown")
+print(json.dumps({"version": version}))
+"""
+IMPORT_TIMEOUT_S = 600  # a runtime's import takes seconds on a slow board, minutes under emulation
 
 
 def package(name):
-    """{"version": ...} if ``name`` imports, else {"error": first line of the import error}."""
+    """{"version": ...} if ``name`` imports, else {"error": ...}. Each import runs in its own interpreter, so a
+    runtime whose import crashes Python (a segfault) is reported as that runtime's problem."""
     try:
-        module = __import__(name)
-    except Exception as exc:  # noqa: BLE001 - any import failure is what we report (e.g. numpy ABI mismatch)
-        return {"error": (str(exc).strip().splitlines() or [type(exc).__name__])[0]}
-    return {"version": _version(module, name.replace("_", "-"))}
+        res = subprocess.run([sys.executable, "-I", "-c", _IMPORT_CODE, name], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, timeout=IMPORT_TIMEOUT_S, universal_newlines=True)
+    except subprocess.TimeoutExpired:
+        return {"error": "import did not finish in %d s" % IMPORT_TIMEOUT_S}
+    except OSError as exc:
+        return {"error": "cannot start %s: %s" % (sys.executable, exc)}
+    if res.returncode < 0:
+        try:
+            sig = signal.Signals(-res.returncode).name
+        except ValueError:
+            sig = "signal %d" % -res.returncode
+        return {"error": "import crashed Python (%s)" % sig, "crashed": sig}
+    try:
+        return json.loads(res.stdout.strip().splitlines()[-1])
+    except (IndexError, ValueError):
+        err = res.stderr.strip().splitlines()[-1:] or ["exit status %d, no output" % res.returncode]
+        return {"error": err[0]}
 
 
 def cpu():
