@@ -17,7 +17,7 @@ sysdeps:
 	    qemu-user-static binfmt-support debootstrap >/dev/null; \
 	fi
 
-$(STAMP): setup.cfg pyproject.toml
+$(STAMP): setup.cfg setup.py pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	# CPU build of torch first: an unpinned torch would pull a multi-GB CUDA build.
@@ -31,7 +31,7 @@ run: $(STAMP)
 	$(BIN)/ofakit run
 
 test: sysdeps $(STAMP)
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -P -m pytest -q tests
 
 # Emulated Raspberry Pi OS-like boards (Debian ARM root under qemu-user, its own sshd on 127.0.0.1): the first start
 # builds the root into ~/.cache/ofakit/boards/ARCH (minutes); the inventory is written to .boards/ARCH/devices.yaml.

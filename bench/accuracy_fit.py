@@ -20,8 +20,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _report import ROOT, append_section, machine  # noqa: E402
-from ofa_core.space import sample_batch  # noqa: E402
-from predictors.accuracy import AccuracyMLP, accuracy_metrics, load_accuracy_jsonl, load_accuracy_predictor  # noqa: E402
+from ofakit.ofa_core.space import sample_batch  # noqa: E402
+from ofakit.predictors.accuracy import AccuracyMLP, accuracy_metrics, load_accuracy_jsonl, load_accuracy_predictor  # noqa: E402
 
 OFA_PTH = ROOT.parent / "shared" / "data" / "ofa_acc_predictor" / "acc_predictor.pth"
 

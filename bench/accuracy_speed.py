@@ -23,8 +23,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _report import ROOT, append_section, machine  # noqa: E402
-from ofa_core.space import ArchBatch, encode_general, encode_ofa, sample_batch  # noqa: E402
-from predictors.accuracy import ENCODING_DIMS, ENCODINGS, AccuracyMLP, build_mlp, load_accuracy_predictor  # noqa: E402
+from ofakit.ofa_core.space import ArchBatch, encode_general, encode_ofa, sample_batch  # noqa: E402
+from ofakit.predictors.accuracy import ENCODING_DIMS, ENCODINGS, AccuracyMLP, build_mlp, load_accuracy_predictor  # noqa: E402
 
 OFA_PTH = ROOT.parent / "shared" / "data" / "ofa_acc_predictor" / "acc_predictor.pth"
 POP = 100  # OFA's evolutionary search scores one population of 100 per call

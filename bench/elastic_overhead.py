@@ -30,9 +30,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._report import append_section, machine  # noqa: E402
-from ofa_core.ops import subnet_macs  # noqa: E402
-from ofa_core.static import build_subnet  # noqa: E402
-from ofa_core.supernet import OFAMobileNetV3  # noqa: E402
+from ofakit.ofa_core.ops import subnet_macs  # noqa: E402
+from ofakit.ofa_core.static import build_subnet  # noqa: E402
+from ofakit.ofa_core.supernet import OFAMobileNetV3  # noqa: E402
 
 KINDS = ("static", "extracted", "supernet")
 

@@ -6,9 +6,9 @@ and the share within +-10%, per config and as means over configs (each the mean 
 
 Methods, all on the same samples:
 - baseline: linear fit (ms) from the other config whose 10 values correlate best with the target's (README).
-- few-shot, measured refs: :class:`~predictors.fewshot.FewShotPredictor` with the other configs' measured
+- few-shot, measured refs: :class:`~ofakit.predictors.fewshot.FewShotPredictor` with the other configs' measured
   latencies as references (the baseline's information).
-- few-shot, predicted refs: references are :class:`~predictors.regressors.LatencyRegressor` (gbr, arch
+- few-shot, predicted refs: references are :class:`~ofakit.predictors.regressors.LatencyRegressor` (gbr, arch
   features) models of the other configs, cross-fitted in two halves so no subnet's reference value comes from a
   model that saw its measurement - the setting of a user whose subnets were never measured on known devices.
 - few-shot, measured + predicted refs; few-shot without references (arch features only).
@@ -47,10 +47,10 @@ from scipy import stats
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _report import ROOT, append_section, machine  # noqa: E402
-from ofa_core.space import ArchBatch, encode_general  # noqa: E402
-from predictors.features import arch_features  # noqa: E402
-from predictors.fewshot import FewShotPredictor, TableReference  # noqa: E402
-from predictors.regressors import LatencyRegressor  # noqa: E402
+from ofakit.ofa_core.space import ArchBatch, encode_general  # noqa: E402
+from ofakit.predictors.features import arch_features  # noqa: E402
+from ofakit.predictors.fewshot import FewShotPredictor, TableReference  # noqa: E402
+from ofakit.predictors.regressors import LatencyRegressor  # noqa: E402
 
 HELP = ROOT.parent / "shared" / "data" / "help_ofa_gpu_latency" / "ofa_subnets_gpu_latency.jsonl"
 

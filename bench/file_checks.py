@@ -18,8 +18,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _report import append_section, machine  # noqa: E402
 
-from device_profiles import SHIPPED_DIR, load_profile  # noqa: E402
-from ofa_core.strict import csv_rows, parse_json  # noqa: E402
+from ofakit.device_profiles import SHIPPED_DIR, load_profile  # noqa: E402
+from ofakit.ofa_core.strict import csv_rows, parse_json  # noqa: E402
 
 PROFILE = SHIPPED_DIR / "cpu-onnxruntime-1t"
 

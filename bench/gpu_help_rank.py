@@ -27,7 +27,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ofa_core.errors import UserError  # noqa: E402
+from ofakit.ofa_core.errors import UserError  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 HELP_DATA = ROOT.parent / "shared" / "data" / "help_ofa_gpu_latency" / "ofa_subnets_gpu_latency.jsonl"
@@ -37,7 +37,7 @@ RANKERS = ("profile raw", "profile calibrated", "MACs", "params", "n ops", "best
 
 def load_help(path: Path = HELP_DATA) -> tuple[list[Any], dict[str, np.ndarray]]:
     """(archs, {config: measured ms}) of the HELP subnets."""
-    from ofa_core.space import ArchConfig
+    from ofakit.ofa_core.space import ArchConfig
 
     archs, lat = [], {c: [] for c in CONFIGS}
     try:
@@ -66,7 +66,7 @@ def rank_scores(measured: np.ndarray, predicted: np.ndarray) -> tuple[float, flo
 
 def rankers(profile: Any, archs: list[Any]) -> dict[str, np.ndarray]:
     """Predictions of the profile (raw, calibrated) and of the reference rankers for ``archs``."""
-    from predictors.lut import CalibratedLUTPredictor, LUTPredictor
+    from ofakit.predictors.lut import CalibratedLUTPredictor, LUTPredictor
 
     out = {"profile raw": LUTPredictor(profile).predict(archs)}
     if profile.meta.calibration:
@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--record", action="store_true", help="append the table to BENCHMARKS.md")
     args = p.parse_args(argv)
     try:
-        from device_profiles import load_profile
+        from ofakit.device_profiles import load_profile
 
         prof = load_profile(args.profile)
         if prof.meta.width != 1.0:
@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         print(label)
     print(format_table(res))
     if args.json:
-        from device_profiles import atomic_write_text
+        from ofakit.device_profiles import atomic_write_text
 
         atomic_write_text(args.json, json.dumps({**res, "note": label}, indent=1, sort_keys=True) + "\n")
     if args.record:

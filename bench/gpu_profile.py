@@ -39,7 +39,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ofa_core.errors import UserError  # noqa: E402
+from ofakit.ofa_core.errors import UserError  # noqa: E402
 
 DEFAULT_CONFIGS = ("graph-b1", "graph-b64", "eager-b1", "eager-b64")
 ORT_CONFIG = "ort-b1"
@@ -49,14 +49,14 @@ GUESS = {"op_s": 0.06, "subnet_s": 0.4, "fixed_s": 25.0}
 
 def gpu_job() -> Any:
     """GPU timing: short windows (GPU noise is low), one round; warm-up until settled is the backend's."""
-    from profiler.agent.ofakit_agent import JobSettings, TimingSettings
+    from ofakit.profiler.agent.ofakit_agent import JobSettings, TimingSettings
 
     return JobSettings(TimingSettings(warmup_runs=5, warmup_s=0.002, min_runs=10, min_s=0.01, clock="wall"),
                        rounds=1, extra_rounds=0, timeout_s=60.0)
 
 
 def dry_job() -> Any:
-    from profiler.agent.ofakit_agent import JobSettings, TimingSettings
+    from ofakit.profiler.agent.ofakit_agent import JobSettings, TimingSettings
 
     return JobSettings(TimingSettings(warmup_runs=1, warmup_s=0.0, min_runs=3, min_s=0.002),
                        rounds=1, extra_rounds=0, timeout_s=60.0)
@@ -127,7 +127,7 @@ class Budget:
 
     def learn(self, label: str, journals: list[Path], step_s: float) -> None:
         """Mean wall time per op and per subnet record, and the step's cost beyond them."""
-        from profiler.agent.ofakit_agent import read_results
+        from ofakit.profiler.agent.ofakit_agent import read_results
 
         recs = [r for j in journals for r in read_results(str(j))[1] if r.wall_s]
         ops = [r.wall_s for r in recs if not r.id.startswith("subnet:")]
@@ -148,9 +148,9 @@ class Budget:
 
 def todo_counts(req: Any, work: Path, n_validate: int) -> tuple[int, int]:
     """(ops, subnets) of a profiling + validation step not yet in its journals."""
-    from ofa_core.ops import enumerate_ops
-    from ofa_core.space import space_for_width
-    from profiler.agent.ofakit_agent import read_results
+    from ofakit.ofa_core.ops import enumerate_ops
+    from ofakit.ofa_core.space import space_for_width
+    from ofakit.profiler.agent.ofakit_agent import read_results
 
     done = {r.id for j in work.glob("*.jsonl") for r in read_results(str(j))[1] if r.ok}
     ops = enumerate_ops(space_for_width(req.width), req.measured_resolutions())
@@ -162,10 +162,10 @@ def todo_counts(req: Any, work: Path, n_validate: int) -> tuple[int, int]:
 def run_step(cfg: Config, quick: bool, args: argparse.Namespace, out: Path, budget: Budget,
              first: bool) -> StepResult:
     """Profile (quick or full), calibrate, validate and write one configuration."""
-    from device_profiles import atomic_write_text, load_profile
+    from ofakit.device_profiles import atomic_write_text, load_profile
     from ofakit.validation import csv_text, plot, validate_profile
     from ofakit.workflows import fit_calibration, parse_resolutions
-    from profiler.pipeline import ProfileRequest, profile_device
+    from ofakit.profiler.pipeline import ProfileRequest, profile_device
 
     phase = "A (quick)" if quick else "B (full)"
     work = out / "work" / cfg.name
@@ -232,7 +232,7 @@ def summary_table(latest: dict[str, StepResult]) -> str:
 
 def write_summary(out: Path, info: dict, steps: list[StepResult]) -> dict[str, StepResult]:
     """summary.json (every step, the latest result per profile, environment) and the latest table."""
-    from device_profiles import atomic_write_text
+    from ofakit.device_profiles import atomic_write_text
 
     latest: dict[str, StepResult] = {}
     for s in steps:
@@ -294,8 +294,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.packdir and (args.packdir.resolve() == out or out in args.packdir.resolve().parents):
             raise UserError(f"PACKDIR {args.packdir} must lie outside OUTDIR {args.outdir}")
-        from profiler.backends.onnxruntime_cuda import ort_cuda_unavailable
-        from profiler.backends.torch_cuda import cuda_unavailable, gpu_versions
+        from ofakit.profiler.backends.onnxruntime_cuda import ort_cuda_unavailable
+        from ofakit.profiler.backends.torch_cuda import cuda_unavailable, gpu_versions
 
         labels = [c.strip() for c in args.configs.split(",") if c.strip()]
         info: dict[str, Any] = {"script": "bench/gpu_profile.py", "argv": sys.argv[1:] if argv is None else argv,
@@ -319,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
         configs = make_configs(labels, bool(args.dry_run), slug)
         for c in configs:  # bad option text fails here, before anything is measured
             if not args.dry_run:
-                from profiler.backends import get_backend
+                from ofakit.profiler.backends import get_backend
 
                 get_backend(c.backend)
         out.mkdir(parents=True, exist_ok=True)

@@ -7,7 +7,7 @@
 # PACKDIR (e.g. the device tool's $OUT, which returns at most 8 files) gets gpu_profiles.tar.gz, summary.json,
 # the validation PNGs and gpu_profile.log, refreshed after every step, so a run cut short still returns results.
 # Uses the machine's own python3 and torch: installs nothing (no network there), torch is never touched; the
-# project runs from this checkout via PYTHONPATH. GPU_PROFILE_DRY_RUN=cpu tests the whole flow on a CPU.
+# project runs from this checkout (bench/_checkout_path.sh). GPU_PROFILE_DRY_RUN=cpu tests the whole flow on a CPU.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 2
 if [ $# -lt 1 ] || [ "${1#-}" != "$1" ]; then
@@ -16,7 +16,8 @@ if [ $# -lt 1 ] || [ "${1#-}" != "$1" ]; then
 fi
 PY=${PYTHON:-python3}
 command -v "$PY" >/dev/null 2>&1 || { echo "gpu_profile: $PY not found (set PYTHON=...)" >&2; exit 2; }
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
+. bench/_checkout_path.sh
+export PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
 
 # Dependencies the profiling path imports (paramiko, skops and TFLite are not needed here).
 "$PY" - <<'EOF' || exit 2

@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _report import append_section, machine  # noqa: E402
 from fewshot_help import load_help, score  # noqa: E402
-from predictors.regressors import MODELS, LatencyRegressor, load_measured  # noqa: E402
+from ofakit.predictors.regressors import MODELS, LatencyRegressor, load_measured  # noqa: E402
 
 cell = lambda sp, w: f"{sp:.3f} / {100 * w:.1f}%"  # noqa: E731
 
@@ -47,9 +47,9 @@ def help_table(sizes: list[int], n_test: int = 2000) -> list[str]:
 
 
 def cpu_table(csv_path: Path, profile_name: str, folds: int = 5) -> list[str]:
-    from device_profiles import load_profile
-    from predictors.fewshot import FewShotPredictor
-    from predictors.lut import CalibratedLUTPredictor, LUTPredictor
+    from ofakit.device_profiles import load_profile
+    from ofakit.predictors.fewshot import FewShotPredictor
+    from ofakit.predictors.lut import CalibratedLUTPredictor, LUTPredictor
 
     prof = load_profile(profile_name)
     b, ms = load_measured(csv_path, prof.meta.width)
@@ -87,7 +87,7 @@ def main() -> None:
     ap.add_argument("--skip-help", action="store_true")
     ap.add_argument("--no-append", action="store_true")
     args = ap.parse_args()
-    from device_profiles import DEFAULT_PROFILE
+    from ofakit.device_profiles import DEFAULT_PROFILE
 
     t0 = time.time()
     parts = []

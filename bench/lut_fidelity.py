@@ -33,7 +33,7 @@ FEATURE_SETS = (("lut_ms",), ("lut_ms", "n_ops"), ("lut_ms", "params_m"), ("lut_
 def feature_set_scores(profile, archs, measured) -> dict:
     """Fidelity of calibrations with other feature sets, refitted on the profile's stored calibration data."""
     from ofakit.validation import fidelity
-    from predictors.lut import CalibratedLUTPredictor, calibration_archs
+    from ofakit.predictors.lut import CalibratedLUTPredictor, calibration_archs
 
     cal = profile.meta.calibration or {}
     fit_archs, fit_ms = calibration_archs(profile), cal.get("fit_measured_ms")
@@ -51,11 +51,11 @@ def feature_set_scores(profile, archs, measured) -> dict:
 def simulated_quick(full, k: int):
     """The full profile cut down to ``k`` measured resolutions, the rest interpolated (isolates the interpolation
     error of --quick from measurement noise), with its calibration refitted on the stored calibration data."""
-    from device_profiles import OpStats, Profile
-    from ofa_core.ops import enumerate_ops
-    from ofa_core.space import space_for_width
-    from predictors.lut import CalibratedLUTPredictor, calibration_archs
-    from profiler.interpolate import interpolate, pick_resolutions
+    from ofakit.device_profiles import OpStats, Profile
+    from ofakit.ofa_core.ops import enumerate_ops
+    from ofakit.ofa_core.space import space_for_width
+    from ofakit.predictors.lut import CalibratedLUTPredictor, calibration_archs
+    from ofakit.profiler.interpolate import interpolate, pick_resolutions
 
     spec = space_for_width(full.meta.width)
     res = pick_resolutions(full.meta.resolutions, k)
@@ -71,13 +71,13 @@ def simulated_quick(full, k: int):
 
 
 def main() -> None:
-    from device_profiles import DEFAULT_PROFILE, load_profile, store
-    from ofa_core.ops import subnet_ops
+    from ofakit.device_profiles import DEFAULT_PROFILE, load_profile, store
+    from ofakit.ofa_core.ops import subnet_ops
     from ofakit.validation import fidelity, format_table, validate_profile, write_outputs
     from ofakit.workflows import fit_calibration
     from ofakit.workflows import log_to_stderr as log_line
-    from predictors.lut import CalibratedLUTPredictor, LUTPredictor
-    from profiler.pipeline import ProfileRequest, profile_device
+    from ofakit.predictors.lut import CalibratedLUTPredictor, LUTPredictor
+    from ofakit.profiler.pipeline import ProfileRequest, profile_device
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--full", default=DEFAULT_PROFILE, help="full profile (name or folder)")

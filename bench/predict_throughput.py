@@ -19,10 +19,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _report import append_section, machine  # noqa: E402
 
-from device_profiles import DEFAULT_PROFILE, load_profile  # noqa: E402
-from ofa_core.ops import subnet_ops  # noqa: E402
-from ofa_core.space import sample_batch, space_for_width  # noqa: E402
-from predictors.lut import CalibratedLUTPredictor, LUTPredictor  # noqa: E402
+from ofakit.device_profiles import DEFAULT_PROFILE, load_profile  # noqa: E402
+from ofakit.ofa_core.ops import subnet_ops  # noqa: E402
+from ofakit.ofa_core.space import sample_batch, space_for_width  # noqa: E402
+from ofakit.predictors.lut import CalibratedLUTPredictor, LUTPredictor  # noqa: E402
 
 
 def best_time(fn, repeats: int) -> tuple[float, float]:

@@ -33,17 +33,17 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _report import ROOT, append_section, machine  # noqa: E402
-from profiler.backends import get_backend  # noqa: E402
+from ofakit.profiler.backends import get_backend  # noqa: E402
 
 
 def profile_cost(a: argparse.Namespace) -> None:
     """quick / full / both: the whole pipeline from scratch."""
-    from device_profiles import DEFAULT_PROFILE, SHIPPED_DIR
+    from ofakit.device_profiles import DEFAULT_PROFILE, SHIPPED_DIR
     from ofakit.workflows import fit_calibration
     from ofakit.workflows import log_to_stderr as log_line
-    from profiler.agent.ofakit_agent import read_results
-    from profiler.builder import Builder
-    from profiler.pipeline import ProfileRequest, default_job, profile_device
+    from ofakit.profiler.agent.ofakit_agent import read_results
+    from ofakit.profiler.builder import Builder
+    from ofakit.profiler.pipeline import ProfileRequest, default_job, profile_device
 
     rows = []
     for mode in (("quick", "full") if a.mode == "both" else (a.mode,)):
@@ -95,10 +95,10 @@ def profile_cost(a: argparse.Namespace) -> None:
 
 def full_items(calibration_subnets: int) -> list:
     """The items of a full profile: every op at every resolution, then the calibration subnets."""
-    from ofa_core.ops import enumerate_ops
-    from ofa_core.space import space_for_width
-    from profiler.items import Item
-    from profiler.pipeline import ProfileRequest
+    from ofakit.ofa_core.ops import enumerate_ops
+    from ofakit.ofa_core.space import space_for_width
+    from ofakit.profiler.items import Item
+    from ofakit.profiler.pipeline import ProfileRequest
 
     req = ProfileRequest(calibration_subnets=calibration_subnets)
     ops = enumerate_ops(space_for_width(1.0), req.measured_resolutions())
@@ -107,9 +107,9 @@ def full_items(calibration_subnets: int) -> list:
 
 def build_full(a: argparse.Namespace) -> None:
     """build-full: build a full profile's model files on a fresh cache, per backend."""
-    from ofa_core.direct import PACKED_SUFFIX
-    from profiler.agent import AGENT_FILE
-    from profiler.builder import Builder
+    from ofakit.ofa_core.direct import PACKED_SUFFIX
+    from ofakit.profiler.agent import AGENT_FILE
+    from ofakit.profiler.builder import Builder
 
     items = full_items(a.calibration_subnets)
     lines = ["Building every model file of a full profile (1,257 ops + calibration subnets) into a fresh cache, "
@@ -137,8 +137,8 @@ def build_full(a: argparse.Namespace) -> None:
 
 def sample_items(n_ops: int, n_subnets: int, seed: int) -> list:
     """A seeded sample of ``n_ops`` full-profile ops (over all resolutions) and ``n_subnets`` random subnets."""
-    from ofa_core.space import sample_arch, space_for_width
-    from profiler.items import Item
+    from ofakit.ofa_core.space import sample_arch, space_for_width
+    from ofakit.profiler.items import Item
 
     rng = np.random.default_rng(seed)
     ops = full_items(0)
@@ -150,8 +150,8 @@ def variant_files(item, backend, folder: Path) -> dict[str, str]:
     """The files compared for one item: direct (seeded weights, as profiled), exported (torch / litert-torch
     from a fresh module), the exported file again (loaded separately: its run-to-run spread), and the direct
     graph with all-zero and with constant weights."""
-    from ofa_core.direct import BUILDERS, random_weights
-    from ofa_core.export import EXPORTERS
+    from ofakit.ofa_core.direct import BUILDERS, random_weights
+    from ofakit.ofa_core.export import EXPORTERS
 
     base = folder / item.filename("")
     out = {name: f"{base}.{name}{backend.suffix}" for name in ("direct", "exported", "zero", "const")}
@@ -167,8 +167,8 @@ def variant_files(item, backend, folder: Path) -> dict[str, str]:
 
 def compare(a: argparse.Namespace) -> None:
     """compare: interleaved rounds timing direct vs exported files (and the controls) per runtime."""
-    from profiler.agent.ofakit_agent import RUNTIMES, time_runs
-    from profiler.pipeline import default_job
+    from ofakit.profiler.agent.ofakit_agent import RUNTIMES, time_runs
+    from ofakit.profiler.pipeline import default_job
 
     timing = default_job().timing
     items = sample_items(a.sample_ops, a.sample_subnets, 0)
@@ -220,7 +220,7 @@ def report(a: argparse.Namespace, title: str, text: str) -> None:
 
 
 def main() -> None:
-    from profiler.pipeline import CALIBRATION_SUBNETS, default_job
+    from ofakit.profiler.pipeline import CALIBRATION_SUBNETS, default_job
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--mode", choices=("full", "quick", "both", "build-full", "compare"), default="both")

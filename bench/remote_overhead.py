@@ -28,17 +28,17 @@ sys.path.insert(0, str(ROOT / "tests"))
 from _report import append_section, machine  # noqa: E402
 from sshd import SSHServer, inventory_text, trust  # noqa: E402
 
-from ofa_core.ops import resolution_ops  # noqa: E402
-from ofa_core.space import space_for_width  # noqa: E402
-from profiler.agent import ofakit_agent as agent  # noqa: E402
-from profiler.backends import get_backend  # noqa: E402
-from profiler.builder import Builder  # noqa: E402
-from profiler.items import Item  # noqa: E402
-from profiler.remote import ssh as ssh_mod  # noqa: E402
-from profiler.remote.inventory import load_inventory  # noqa: E402
-from profiler.remote.runner import SSHRunner  # noqa: E402
-from profiler.remote.ssh import Connection, ssh_options  # noqa: E402
-from profiler.runner import LocalRunner  # noqa: E402
+from ofakit.ofa_core.ops import resolution_ops  # noqa: E402
+from ofakit.ofa_core.space import space_for_width  # noqa: E402
+from ofakit.profiler.agent import ofakit_agent as agent  # noqa: E402
+from ofakit.profiler.backends import get_backend  # noqa: E402
+from ofakit.profiler.builder import Builder  # noqa: E402
+from ofakit.profiler.items import Item  # noqa: E402
+from ofakit.profiler.remote import ssh as ssh_mod  # noqa: E402
+from ofakit.profiler.remote.inventory import load_inventory  # noqa: E402
+from ofakit.profiler.remote.runner import SSHRunner  # noqa: E402
+from ofakit.profiler.remote.ssh import Connection, ssh_options  # noqa: E402
+from ofakit.profiler.runner import LocalRunner  # noqa: E402
 
 
 def main() -> None:

@@ -42,11 +42,11 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from _report import append_section, machine  # noqa: E402
 
-from device_profiles.ofa_yaml import import_ofa  # noqa: E402
-from ofa_core.search import Constraint, EvolutionSearch, SearchConfig  # noqa: E402
-from ofa_core.space import ArchConfig  # noqa: E402
-from predictors.accuracy import load_accuracy_predictor  # noqa: E402
-from predictors.lut import LUTPredictor  # noqa: E402
+from ofakit.device_profiles.ofa_yaml import import_ofa  # noqa: E402
+from ofakit.ofa_core.search import Constraint, EvolutionSearch, SearchConfig  # noqa: E402
+from ofakit.ofa_core.space import ArchConfig  # noqa: E402
+from ofakit.predictors.accuracy import load_accuracy_predictor  # noqa: E402
+from ofakit.predictors.lut import LUTPredictor  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"
 BOUND_MS = 25.0

@@ -34,13 +34,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from _report import machine as host_machine  # noqa: E402
-from ofa_core.errors import UserError  # noqa: E402
-from ofa_core.train import PhaseConfig, ProgressiveShrinking, Trainer, TrainConfig, builtin_config, \
+from ofakit.ofa_core.errors import UserError  # noqa: E402
+from ofakit.ofa_core.train import PhaseConfig, ProgressiveShrinking, Trainer, TrainConfig, builtin_config, \
     init_distributed, load_config, train_from_scratch  # noqa: E402
-from ofa_core.fileio import atomic_write_bytes  # noqa: E402
-from ofa_core.train.checkpoint import atomic_write_json, load_model_state, model_state  # noqa: E402
-from ofa_core.train.data import make_splits  # noqa: E402
-from ofa_core.train.evaluate import BatchCache, reference_archs, subnet_accuracy  # noqa: E402
+from ofakit.ofa_core.fileio import atomic_write_bytes  # noqa: E402
+from ofakit.ofa_core.train.checkpoint import atomic_write_json, load_model_state, model_state  # noqa: E402
+from ofakit.ofa_core.train.data import make_splits  # noqa: E402
+from ofakit.ofa_core.train.evaluate import BatchCache, reference_archs, subnet_accuracy  # noqa: E402
 
 PROBE_STEPS = 30
 ENV = init_distributed()  # one process; the GPU when there is one
@@ -265,9 +265,9 @@ def main() -> int:
 
     # 4. the accuracy predictor on it
     try:
-        from predictors.accuracy import AccuracyMLP, accuracy_metrics, load_accuracy_jsonl
+        from ofakit.predictors.accuracy import AccuracyMLP, accuracy_metrics, load_accuracy_jsonl
     except ImportError as exc:
-        results["predictor"] = {"skipped": f"predictors.accuracy not importable ({exc})"}
+        results["predictor"] = {"skipped": f"ofakit.predictors.accuracy not importable ({exc})"}
     else:
         batch, acc = load_accuracy_jsonl(acc_path)
         order = np.random.default_rng(0).permutation(len(acc))
@@ -306,7 +306,7 @@ def main() -> int:
 def measurement_noise(cfg, splits, out: Path, acc_path: Path, args, n: int = 30) -> dict:
     """Re-measure ``n`` dataset subnets on the next ``--acc-eval`` held-out images (disjoint from the ones the
     dataset used); the RMS difference / sqrt(2) is the noise of one measurement, a floor for any predictor's RMSE."""
-    from predictors.accuracy import load_accuracy_jsonl
+    from ofakit.predictors.accuracy import load_accuracy_jsonl
     batch, acc = load_accuracy_jsonl(acc_path)
     full = make_splits(splits.source, cfg.data.holdout, cfg.data.split_seed, cfg.data.train_subset, None,
                        args.acc_calib)

@@ -18,7 +18,8 @@ fi
 RUN=$1 PACK=$2 BUDGET=${3:-1800} ACC_TIME=${4:-}
 CONFIG=${CONFIG:-ofa_core/configs/ps_fashion_mnist_gpu.yaml}  # another schedule, e.g. a tiny one for a dry run
 PY=${PYTHON:-python3}
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
+. bench/_checkout_path.sh
+export PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
 mkdir -p "$RUN" "$PACK" || exit 2
 "$PY" bench/train_ps_fashion_mnist.py --out "$RUN" --config "$CONFIG" \
     --budget-s "$BUDGET" --contention 1.4 --scratch 3 --scratch-parallel --scratch-wait-s 120 --n-acc 2000 \

@@ -25,9 +25,9 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ofa_core.space import ArchConfig, sample_arch, space_for_width  # noqa: E402
-from ofa_core.supernet import OFAMobileNetV3  # noqa: E402
-from ofa_core.train.evaluate import crop_depthwise_to_input  # noqa: E402
+from ofakit.ofa_core.space import ArchConfig, sample_arch, space_for_width  # noqa: E402
+from ofakit.ofa_core.supernet import OFAMobileNetV3  # noqa: E402
+from ofakit.ofa_core.train.evaluate import crop_depthwise_to_input  # noqa: E402
 
 
 def step(model: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:

@@ -6,7 +6,7 @@ at every resolution (our profiler measures each distinct op once), while OFA's t
 resolution (their Conv_2/Logits rows differ between files). Files are written atomically; nothing is pickled.
 
 Profiles are looked up by name in the user's profile folder and then in the profiles shipped with ofakit, or by
-an explicit path to a profile folder; shipped profiles are never written to (:mod:`device_profiles.store`).
+an explicit path to a profile folder; shipped profiles are never written to (:mod:`ofakit.device_profiles.store`).
 """
 from __future__ import annotations
 
@@ -18,11 +18,11 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
-from ofa_core.errors import UserError
-from ofa_core.fileio import atomic_write_text, staged_folder  # atomic_write_text: re-exported for profile writers
-from ofa_core.ops import MissingOpError, OpSpec, SlotTable
-from ofa_core.space import DEFAULT_RESOLUTIONS, space_for_width
-from ofa_core.strict import csv_header, csv_rows, load_json, read_text, validated
+from ofakit.ofa_core.errors import UserError
+from ofakit.ofa_core.fileio import atomic_write_text, staged_folder  # atomic_write_text: re-exported for profile writers
+from ofakit.ofa_core.ops import MissingOpError, OpSpec, SlotTable
+from ofakit.ofa_core.space import DEFAULT_RESOLUTIONS, space_for_width
+from ofakit.ofa_core.strict import csv_header, csv_rows, load_json, read_text, validated
 
 from .schema import LutRowSchema, ProfileMetaSchema
 
@@ -193,7 +193,7 @@ def _fmt(v: Any) -> str:
 
 
 def profile_root() -> Path:
-    """Where new profiles are written: the user's profile folder (:func:`device_profiles.store.user_dir`)."""
+    """Where new profiles are written: the user's profile folder (:func:`ofakit.device_profiles.store.user_dir`)."""
     return store.user_dir()
 
 
@@ -231,7 +231,7 @@ def load_profile(name_or_path: str | os.PathLike = DEFAULT_PROFILE) -> Profile:
 
 
 def _checked_meta(raw: dict[str, Any], where: Path) -> ProfileMeta:
-    """``profile.json``'s content checked against :class:`~device_profiles.schema.ProfileMetaSchema`."""
+    """``profile.json``'s content checked against :class:`~ofakit.device_profiles.schema.ProfileMetaSchema`."""
     checked = validated(ProfileMetaSchema, raw, where, ProfileError)
     try:
         space_for_width(checked["width"])

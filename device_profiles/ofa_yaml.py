@@ -12,12 +12,12 @@ from pathlib import Path
 
 import yaml
 
-from ofa_core import __version__
-from ofa_core.errors import UserError
-from ofa_core.fileio import staged_folder
-from ofa_core.ops import OpSpec, resolution_ops
-from ofa_core.space import space_for_width
-from ofa_core.strict import load_yaml, validated
+from ofakit.ofa_core import __version__
+from ofakit.ofa_core.errors import UserError
+from ofakit.ofa_core.fileio import staged_folder
+from ofakit.ofa_core.ops import OpSpec, resolution_ops
+from ofakit.ofa_core.space import space_for_width
+from ofakit.ofa_core.strict import load_yaml, validated
 
 from . import OpStats, Profile, ProfileMeta, atomic_write_text
 from .schema import OfaEntrySchema

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
-from ofa_core.space import DEFAULT_RESOLUTIONS
+from ofakit.ofa_core.space import DEFAULT_RESOLUTIONS
 
 MAX_MS = 1e7  # one operator or subnet taking longer than ~3 hours is a damaged file, not a measurement
 Ms = Annotated[float, Field(ge=0, le=MAX_MS, allow_inf_nan=False)]

@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from ofa_core.errors import UserError
+from ofakit.ofa_core.errors import UserError
 
 SHIPPED_DIR = Path(__file__).resolve().parent
 MARKERS = ("profile.json", "predictor.json")

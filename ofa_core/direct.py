@@ -1,7 +1,7 @@
-"""Model files built straight from :class:`~ofa_core.ops.OpSpec` lists: ONNX graphs with ``onnx.helper`` and
+"""Model files built straight from :class:`~ofakit.ofa_core.ops.OpSpec` lists: ONNX graphs with ``onnx.helper`` and
 TFLite flatbuffers with the TFLite schema, in milliseconds and without torch.
 
-Each file has the graph the torch exporters of :mod:`ofa_core.export` write for the same module (BatchNorm folded
+Each file has the graph the torch exporters of :mod:`ofakit.ofa_core.export` write for the same module (BatchNorm folded
 into the convs; for TFLite the same op codes, fused activations, explicit padding and NCHW<->NHWC transposes
 that litert-torch emits), so a runtime executes the same kernels. Weights are given by name, as the folded torch
 module's ``state_dict`` names them (:func:`module_weights`), or drawn from a seed with the distributions of a
@@ -132,7 +132,7 @@ class Emitter:
 
 
 def emit_op(e: Emitter, op: OpSpec, p: str, x: Tensor) -> Tensor:
-    """Emit one operator (state-dict prefix ``p``) on ``x``; mirrors :mod:`ofa_core.static`'s modules."""
+    """Emit one operator (state-dict prefix ``p``) on ``x``; mirrors :mod:`ofakit.ofa_core.static`'s modules."""
     cout = op.out_shape[2]
     if op.kind in (STEM, FINAL_EXPAND):
         return e.conv(x, p + "conv", cout, 3 if op.kind == STEM else 1, 2 if op.kind == STEM else 1, 1, HSWISH)
@@ -171,7 +171,7 @@ def random_weights(ops: Sequence[OpSpec], seed: int) -> Weights:
 
 
 def module_weights(module: Any) -> Weights:
-    """The BN-folded float32 weights of a torch module of :mod:`ofa_core.static`, by state-dict name."""
+    """The BN-folded float32 weights of a torch module of :mod:`ofakit.ofa_core.static`, by state-dict name."""
     from .export import fold_bn
 
     return {k: v.detach().cpu().numpy().astype(np.float32) for k, v in fold_bn(module).state_dict().items()

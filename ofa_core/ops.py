@@ -3,7 +3,7 @@
 A subnet is a sequence of :class:`OpSpec` (stem, first block, active MBConv blocks, final expand, pool, feature
 mix, classifier). Every op knows its OFA key string, its MACs and its parameter count, so FLOPs, parameters and
 LUT latency of a subnet are sums over its ops. :class:`SlotTable` turns any per-op value into a vectorized
-evaluator over whole populations (:class:`~ofa_core.space.ArchBatch`).
+evaluator over whole populations (:class:`~ofakit.ofa_core.space.ArchBatch`).
 """
 from __future__ import annotations
 

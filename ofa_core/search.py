@@ -14,8 +14,8 @@ feasible candidate. On top of OFA's algorithm (each switchable in :class:`Search
 
 Predictors are plain objects with ``predict(archs) -> np.ndarray`` (one float per subnet); this module never
 imports ``profiler`` or ``predictors``. Constraints are :class:`Constraint` objects (name, predictor, bound); an
-infeasible one raises :class:`~ofa_core.errors.UserError` at once, naming the smallest achievable value. A
-constraint that carries its predictor's per-operator :class:`~ofa_core.ops.SlotTable` (a LUT, FLOPs, parameters)
+infeasible one raises :class:`~ofakit.ofa_core.errors.UserError` at once, naming the smallest achievable value. A
+constraint that carries its predictor's per-operator :class:`~ofakit.ofa_core.ops.SlotTable` (a LUT, FLOPs, parameters)
 gets an exact minimum and a fast evaluation path; the table is checked against the predictor first.
 """
 from __future__ import annotations

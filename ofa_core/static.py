@@ -1,4 +1,4 @@
-"""Static (non-elastic) torch modules built from :class:`~ofa_core.ops.OpSpec`.
+"""Static (non-elastic) torch modules built from :class:`~ofakit.ofa_core.ops.OpSpec`.
 
 One builder per operator kind, kept in a small registry. The same builders make a single operator for the
 profiler and a whole subnet (:func:`build_subnet`), so an op measured alone and the op inside a network are the

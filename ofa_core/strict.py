@@ -1,7 +1,7 @@
 """Strict parsing of the text files a user hands ofakit (JSON, YAML, CSV).
 
 Every reader of a user's file goes through these functions, so the same mistakes are refused the same way, in one
-line that names the file (:class:`~ofa_core.errors.UserError`): bytes that are not UTF-8, NaN or infinite
+line that names the file (:class:`~ofakit.ofa_core.errors.UserError`): bytes that are not UTF-8, NaN or infinite
 numbers, integers too large for any field, the same key given twice with different values, nesting deeper than
 :data:`MAX_DEPTH`, a YAML document whose aliases expand past :data:`MAX_VALUES` values, CSV fields over the
 csv module's limit. The schemas (pydantic models next to each reader) then check the shape and the ranges.

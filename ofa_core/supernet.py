@@ -6,8 +6,8 @@ identity); pointwise convs and squeeze-excite use the first channels of their we
 active channels with the first entries of its statistics and affine parameters; a stage of depth ``d`` runs its
 first ``d`` blocks. Everything that changes with the active subnet lives on the module instances (no class flags).
 
-The stem, the fixed first block and the head are plain :mod:`ofa_core.static` modules, so
-:meth:`OFAMobileNetV3.get_active_subnet` builds exactly :func:`ofa_core.static.build_subnet` of the active arch
+The stem, the fixed first block and the head are plain :mod:`ofakit.ofa_core.static` modules, so
+:meth:`OFAMobileNetV3.get_active_subnet` builds exactly :func:`ofakit.ofa_core.static.build_subnet` of the active arch
 and fills it by copying weights (smaller kernels baked in).
 """
 from __future__ import annotations
@@ -185,7 +185,7 @@ class DynamicMBConv(nn.Module):
 
     @torch.no_grad()
     def copy_to(self, m: MBConv) -> None:
-        """Fill a static :class:`~ofa_core.static.MBConv` of the active setting with this block's weights."""
+        """Fill a static :class:`~ofakit.ofa_core.static.MBConv` of the active setting with this block's weights."""
         w = self._active_weights()
         if m.expand is not None:
             m.expand.conv.weight.copy_(w.expand)
@@ -352,7 +352,7 @@ class OFAMobileNetV3(nn.Module):
 
     @torch.no_grad()
     def get_active_subnet(self) -> StaticSubnet:
-        """The active subnet as a plain :class:`~ofa_core.static.StaticSubnet` (the structure of
+        """The active subnet as a plain :class:`~ofakit.ofa_core.static.StaticSubnet` (the structure of
         ``build_subnet(active_arch)``) with weights, kernels and BN statistics copied."""
         arch = self.active_arch
         net = build_subnet(arch, n_classes=self.n_classes, dropout=self.dropout)

@@ -5,7 +5,7 @@ OFA's checkpoints (``ofa_mbv3_d234_e346_k357_w1.0`` / ``w1.2``) hold ``{"state_d
 ``depth_conv`` (+ ``se``), ``point_linear``, each a dynamic op around a plain conv / BN, hence ``conv.conv`` and
 ``bn.bn``; older files say ``mobile_inverted_conv`` instead of ``conv``), ``final_expand_layer``,
 ``feature_mix_layer`` and ``classifier.linear``. :func:`ofakit_keys` renames such a dict to
-:class:`~ofa_core.supernet.OFAMobileNetV3`'s names; the tensors are used as they are (same shapes, same kernel
+:class:`~ofakit.ofa_core.supernet.OFAMobileNetV3`'s names; the tensors are used as they are (same shapes, same kernel
 transformation convention).
 """
 from __future__ import annotations

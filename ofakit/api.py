@@ -1,5 +1,5 @@
 """Short entry points of the Python API (``from ofakit import sample_archs, search``): a sample of subnets for a
-device profile, and one search over the constraints :func:`predictors.constraints.build_constraints` makes."""
+device profile, and one search over the constraints :func:`ofakit.predictors.constraints.build_constraints` makes."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Optional, Sequence
@@ -7,9 +7,9 @@ from typing import TYPE_CHECKING, Any, Optional, Sequence
 if TYPE_CHECKING:
     import pandas as pd
 
-    from device_profiles import Profile
-    from ofa_core.search import SearchResult
-    from ofa_core.space import ArchBatch
+    from ofakit.device_profiles import Profile
+    from ofakit.ofa_core.search import SearchResult
+    from ofakit.ofa_core.space import ArchBatch
 
 
 def sample_archs(n: int, profile: "Profile | str | None" = None, *, width: Optional[float] = None,
@@ -18,8 +18,8 @@ def sample_archs(n: int, profile: "Profile | str | None" = None, *, width: Optio
     ``width`` (default 1.0) at the space's resolutions."""
     import numpy as np
 
-    from device_profiles import load_profile
-    from ofa_core.space import sample_batch, space_for_width
+    from ofakit.device_profiles import load_profile
+    from ofakit.ofa_core.space import sample_batch, space_for_width
 
     prof = load_profile(profile) if isinstance(profile, str) else profile
     if prof is not None:
@@ -36,11 +36,11 @@ def search(accuracy: Any, profiles: "Sequence[str] | str" = (), latency: "Sequen
     """The most accurate subnet (``accuracy.predict``) whose predicted latency on each profile (one bound each,
     ms) and FLOPs/parameters (millions) stay within bounds. ``predictor``: the latency predictor of every profile
     (default: calibrated where the profile has a calibration, else lut); ``saved``: saved predictor folders, each a
-    device with its own bound after the profiles'; ``config``: :class:`~ofa_core.search.SearchConfig` fields."""
+    device with its own bound after the profiles'; ``config``: :class:`~ofakit.ofa_core.search.SearchConfig` fields."""
     from threadpoolctl import threadpool_limits
 
-    from ofa_core.search import EvolutionSearch, SearchConfig
-    from predictors.constraints import OFA_RESOLUTIONS, build_constraints
+    from ofakit.ofa_core.search import EvolutionSearch, SearchConfig
+    from ofakit.predictors.constraints import OFA_RESOLUTIONS, build_constraints
 
     profiles = [profiles] if isinstance(profiles, str) else list(profiles)
     latency = [latency] if isinstance(latency, (int, float)) else list(latency)
@@ -52,7 +52,7 @@ def search(accuracy: Any, profiles: "Sequence[str] | str" = (), latency: "Sequen
 
 
 def front_frame(results: Sequence["SearchResult"], bounds: Sequence[float]) -> "pd.DataFrame":
-    """A swept front (:func:`ofa_core.search.sweep`) as a table: one row per bound with the accuracy, every
+    """A swept front (:func:`ofakit.ofa_core.search.sweep`) as a table: one row per bound with the accuracy, every
     constraint's value, the search's cost and the subnet (arch JSON)."""
     import pandas as pd
 

@@ -2,7 +2,7 @@
 
 Each command family lives in one module of :mod:`ofakit.commands` exposing ``register(app)``; adding a command
 means adding a module name to :data:`COMMAND_MODULES`. Heavy imports (torch, onnxruntime) happen inside the
-commands, so ``ofakit --help`` stays fast. A :class:`~ofa_core.errors.UserError` or a usage mistake prints one
+commands, so ``ofakit --help`` stays fast. A :class:`~ofakit.ofa_core.errors.UserError` or a usage mistake prints one
 line on stderr and exits with code 2.
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ import click
 import typer
 import yaml
 
-from ofa_core.errors import UserError
+from ofakit.ofa_core.errors import UserError
 
 # typer >= 0.2x vendors click (typer._click): its usage errors derive from typer.TyperException, not click's.
 _USAGE_ERRORS = (click.exceptions.ClickException, getattr(typer, "TyperException", click.exceptions.ClickException))
@@ -39,7 +39,7 @@ app = typer.Typer(
 
 def _print_version(value: bool) -> None:
     if value:
-        from ofa_core import __version__
+        from ofakit.ofa_core import __version__
 
         typer.echo(f"ofakit {__version__}")
         raise typer.Exit()

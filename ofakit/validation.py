@@ -26,14 +26,14 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import numpy as np
 
-from ofa_core.errors import ParameterError, UserError
+from ofakit.ofa_core.errors import ParameterError, UserError
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from device_profiles import Profile
-    from profiler.agent.ofakit_agent import JobSettings
-    from profiler.devices import Runner
+    from ofakit.device_profiles import Profile
+    from ofakit.profiler.agent.ofakit_agent import JobSettings
+    from ofakit.profiler.devices import Runner
 
 ANCHORS = 10  # calibration subnets re-measured beside the test subnets
 # Rounds per validated subnet unless ``rounds`` is given: with the profile's 8, the same subnet re-measured minutes
@@ -43,7 +43,7 @@ VALIDATION_ROUNDS = 16
 
 def fidelity(measured: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
     """Shares within ±5/±10% (percent), RMSE of the relative error (%), mean signed error (%), Spearman, n."""
-    from predictors.metrics import latency_metrics
+    from ofakit.predictors.metrics import latency_metrics
 
     return latency_metrics(measured, predicted).percent()
 
@@ -70,7 +70,7 @@ class ValidationReport:
     def factor_for(self, profile: Any) -> Optional[float]:
         """The state factor relative to ``profile``'s calibration measurements, over the anchors it shares (so a
         quick and a full profile calibrated on the same subnets can both be scored on one validation run)."""
-        from predictors.lut import anchor_factor
+        from ofakit.predictors.lut import anchor_factor
 
         return anchor_factor(profile, self.anchors, self.anchor_ms if self.anchor_ms is not None else [])
 
@@ -116,8 +116,8 @@ class ValidationReport:
 def job_of(profile: "Profile", rounds: Optional[int] = None) -> "JobSettings":
     """The measurement settings the profile was made with (so validation uses the same method); ``rounds``: that
     many rounds per whole subnet instead of the profile's."""
-    from profiler.agent.ofakit_agent import JobSettings, TimingSettings
-    from profiler.pipeline import default_job
+    from ofakit.profiler.agent.ofakit_agent import JobSettings, TimingSettings
+    from ofakit.profiler.pipeline import default_job
 
     raw = profile.meta.method.get("job") if isinstance(profile.meta.method, dict) else None
     if raw:
@@ -132,8 +132,8 @@ def job_of(profile: "Profile", rounds: Optional[int] = None) -> "JobSettings":
 
 def sample_test_archs(profile: Any, n: int, seed: int) -> list:
     """``n`` random subnets over the profile's resolutions, excluding its calibration subnets."""
-    from ofa_core.space import sample_batch, space_for_width
-    from predictors.lut import calibration_archs
+    from ofakit.ofa_core.space import sample_batch, space_for_width
+    from ofakit.predictors.lut import calibration_archs
 
     cal = set(calibration_archs(profile))
     rng = np.random.default_rng([seed, 2])
@@ -154,11 +154,11 @@ def validate_profile(profile: "Profile", n: int = 100, seed: int = 0, rounds: Op
     """Measure ``n`` held-out subnets on the profile's device and predict them with the profile; with
     ``anchors``, also re-measure that many of its calibration subnets in the same job for the state factor.
     ``rounds``: per subnet (default :data:`VALIDATION_ROUNDS`, or the profile's if more). ``runner``: default
-    :func:`profiler.devices.resolve`'s for the profile's device (a board's over SSH)."""
-    from predictors.lut import anchor_archs, stored_state
-    from predictors.registry import create_predictor
-    from profiler.builder import cache_root
-    from profiler.pipeline import measure_subnets
+    :func:`ofakit.profiler.devices.resolve`'s for the profile's device (a board's over SSH)."""
+    from ofakit.predictors.lut import anchor_archs, stored_state
+    from ofakit.predictors.registry import create_predictor
+    from ofakit.profiler.builder import cache_root
+    from ofakit.profiler.pipeline import measure_subnets
 
     meta = profile.meta
     if meta.source != "measured" or not meta.backend or meta.threads is None:
@@ -218,8 +218,8 @@ def state_line(rep: ValidationReport) -> str:
 
 
 def csv_text(rep: ValidationReport) -> str:
-    from ofa_core.ops import subnet_ops
-    from profiler.items import Item
+    from ofakit.ofa_core.ops import subnet_ops
+    from ofakit.profiler.items import Item
 
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
@@ -285,7 +285,7 @@ def record_validation(profile: "Profile", rep: ValidationReport, n: int, seed: i
 
 
 def write_outputs(rep: ValidationReport, out: Path, title: str = "") -> tuple[Path, Path]:
-    from device_profiles import atomic_write_text
+    from ofakit.device_profiles import atomic_write_text
 
     out.mkdir(parents=True, exist_ok=True)
     csv_path, png_path = out / "validation.csv", out / "validation.png"

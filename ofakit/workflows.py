@@ -1,10 +1,10 @@
 """The workflows that chain the parts: profile a device (this CPU or GPU, a board, a fleet of boards), fit its
 calibration, recalibrate its device state, fit a few-shot predictor from measured subnets. Validation is
-:mod:`ofakit.validation`; search constraints are :mod:`predictors.constraints`.
+:mod:`ofakit.validation`; search constraints are :mod:`ofakit.predictors.constraints`.
 
-Each workflow takes one :class:`~profiler.pipeline.ProfileRequest` (or a profile) built once by the caller and
-the :class:`~profiler.devices.RemoteSettings` for boards; devices are resolved to runners by
-:func:`profiler.devices.resolve`. Nothing here prints: progress goes to the ``log`` callback given.
+Each workflow takes one :class:`~ofakit.profiler.pipeline.ProfileRequest` (or a profile) built once by the caller and
+the :class:`~ofakit.profiler.devices.RemoteSettings` for boards; devices are resolved to runners by
+:func:`ofakit.profiler.devices.resolve`. Nothing here prints: progress goes to the ``log`` callback given.
 """
 from __future__ import annotations
 
@@ -17,15 +17,15 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
 import numpy as np
 
-from ofa_core.errors import ParameterError, UserError
-from profiler.devices import RemoteSettings, Runner, is_local, resolve, select_boards
+from ofakit.ofa_core.errors import ParameterError, UserError
+from ofakit.profiler.devices import RemoteSettings, Runner, is_local, resolve, select_boards
 
 if TYPE_CHECKING:
-    from device_profiles import Profile
-    from predictors.fewshot import FewShotPredictor
-    from profiler.agent.ofakit_agent import JobSettings
-    from profiler.pipeline import ProfileRequest, ProfileRun
-    from profiler.remote.fleet import BoardOutcome
+    from ofakit.device_profiles import Profile
+    from ofakit.predictors.fewshot import FewShotPredictor
+    from ofakit.profiler.agent.ofakit_agent import JobSettings
+    from ofakit.profiler.pipeline import ProfileRequest, ProfileRun
+    from ofakit.profiler.remote.fleet import BoardOutcome
 
 Log = Callable[[str], None]
 RESUME_S = 600.0  # an unfinished recalibration journal older than this is discarded: the device has moved since
@@ -65,7 +65,7 @@ def parse_resolutions(text: str) -> tuple[int, ...]:
 def make_job(rounds: Optional[int] = None, min_time: Optional[float] = None, extra_rounds: Optional[int] = None,
              op_timeout: Optional[float] = None) -> "JobSettings":
     """The default measurement method with these settings changed (None: the default)."""
-    from profiler.pipeline import default_job
+    from ofakit.profiler.pipeline import default_job
 
     job = default_job()
     if min_time is not None:
@@ -87,7 +87,7 @@ def make_job(rounds: Optional[int] = None, min_time: Optional[float] = None, ext
 
 def fit_calibration(run: "ProfileRun", log: Log = _quiet) -> None:
     """Fit the profile's calibration on the job's calibration subnets (kept apart from any validation set)."""
-    from predictors.lut import CalibratedLUTPredictor
+    from ofakit.predictors.lut import CalibratedLUTPredictor
 
     prof, archs, ms = run.profile, run.calibration_archs, run.calibration_ms
     ok = np.isfinite(ms)
@@ -128,8 +128,8 @@ def profile(req: "ProfileRequest", *, runner: Optional[Runner] = None, remote: R
             log: Log = _quiet) -> Profiled:
     """Profile ``req.device`` (resolved to its runner unless ``runner`` is given, then ``req`` names its backend
     and threads), fit the calibration and save the profile (``out``, default: the profile root)."""
-    from device_profiles.store import write_folder
-    from profiler.pipeline import profile_device
+    from ofakit.device_profiles.store import write_folder
+    from ofakit.profiler.pipeline import profile_device
 
     if runner is None:
         target = resolve(req.device, req.backend, req.threads, remote)
@@ -147,7 +147,7 @@ def profile_boards(req: "ProfileRequest", devices: Sequence[str] = (), tag: Opti
     """Profile the boards ``devices`` and those tagged ``tag`` in parallel, each like this CPU into its own
     profile, with ``req``'s method (its backend and threads, else each board's from the inventory). Returns each
     board's outcome and, where it succeeded, its saved profile."""
-    from profiler.remote.fleet import profile_boards as run_fleet
+    from ofakit.profiler.remote.fleet import profile_boards as run_fleet
 
     if not devices and tag is None:
         raise UserError("no device to profile: name a device ('cpu' or a board of the inventory) or a tag")
@@ -184,11 +184,11 @@ def few_shot(device: str, n: int, *, seed: int = 0, backend: Optional[str] = Non
              log: Log = _quiet) -> tuple["FewShotPredictor", Path, np.ndarray]:
     """Measure ``n`` random subnets on ``device`` (same method as profiles) and save a few-shot latency
     predictor fitted on them and on every known profile's LUT. Returns it, its folder and the measured ms."""
-    from device_profiles.store import write_folder
-    from ofa_core.space import sample_batch, space_for_width
-    from predictors.fewshot import fit_few_shot
-    from profiler.builder import cache_root
-    from profiler.pipeline import default_job, measure_subnets
+    from ofakit.device_profiles.store import write_folder
+    from ofakit.ofa_core.space import sample_batch, space_for_width
+    from ofakit.predictors.fewshot import fit_few_shot
+    from ofakit.profiler.builder import cache_root
+    from ofakit.profiler.pipeline import default_job, measure_subnets
 
     if n < 4:
         raise ParameterError("few_shot", f"needs at least 4 subnets, got {n}")
@@ -210,8 +210,8 @@ def few_shot(device: str, n: int, *, seed: int = 0, backend: Optional[str] = Non
 def find_profile(name: str, remote: RemoteSettings = RemoteSettings()) -> "Profile":
     """The profile ``name`` (name or folder), or, for a board of the inventory, its default profile
     ``<board>-<backend>-<threads>t``."""
-    from device_profiles import ProfileError, load_profile
-    from profiler.remote.inventory import InventoryError, load_inventory
+    from ofakit.device_profiles import ProfileError, load_profile
+    from ofakit.profiler.remote.inventory import InventoryError, load_inventory
 
     try:
         return load_profile(name)
@@ -241,9 +241,9 @@ def recalibrate_profile(prof: "Profile", anchors: Optional[int] = None, rounds: 
     backend and method, and return the device state to store as ``calibration["state"]`` (factor = median now /
     at calibration time). Resumes an interrupted run of the last ``RESUME_S`` seconds. ``runner``: default
     :func:`runner_for_profile`'s."""
-    from predictors.lut import MIN_ANCHORS, anchor_archs, anchor_factor
-    from profiler.builder import cache_root
-    from profiler.pipeline import measure_subnets
+    from ofakit.predictors.lut import MIN_ANCHORS, anchor_archs, anchor_factor
+    from ofakit.profiler.builder import cache_root
+    from ofakit.profiler.pipeline import measure_subnets
 
     from .validation import ANCHORS, job_of
 
@@ -295,8 +295,8 @@ def recalibrate(prof: "Profile", out: Optional[Path] = None, **kw: Any) -> tuple
                                                                                   Path]:
     """:func:`recalibrate_profile` and store the new state in the profile (``out``: save the whole profile
     there, else its profile.json in place). Returns (new state, previous state or {}, folder)."""
-    from device_profiles import ProfileError
-    from predictors.lut import STATE_KEY, stored_state
+    from ofakit.device_profiles import ProfileError
+    from ofakit.predictors.lut import STATE_KEY, stored_state
 
     try:
         old = stored_state(prof)

@@ -1,7 +1,7 @@
 """Accuracy predictors: an MLP over an arch encoding (ours, trainable) and OFA's pretrained one, one interface.
 
 ``load_accuracy_predictor("ofa:PATH")`` loads OFA's state dict (``Linear(128,400) ReLU ... Linear(400,1)`` over
-:func:`~ofa_core.space.encode_ofa`, output top-1 as a fraction); ``load_accuracy_predictor("mlp:PATH")`` loads a
+:func:`~ofakit.ofa_core.space.encode_ofa`, output top-1 as a fraction); ``load_accuracy_predictor("mlp:PATH")`` loads a
 predictor saved by :meth:`AccuracyMLP.save`. Both are :class:`AccuracyMLP` objects whose ``predict(archs)``
 returns top-1 fractions for a whole population at once, in float32: the first layer as a sum of 11 rows of tables
 derived from its weights (no encoding materialised; equal to encode-then-matmul), then one matmul per layer.
@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
-from ofa_core.errors import ArchError, UserError
-from ofa_core.records import read_accuracy_records
-from ofa_core.space import (D_CHOICES, E_CHOICES, ENCODING_RESOLUTIONS, KS_CHOICES, MAX_DEPTH, N_BLOCKS, N_STAGES,
+from ofakit.ofa_core.errors import ArchError, UserError
+from ofakit.ofa_core.records import read_accuracy_records
+from ofakit.ofa_core.space import (D_CHOICES, E_CHOICES, ENCODING_RESOLUTIONS, KS_CHOICES, MAX_DEPTH, N_BLOCKS, N_STAGES,
                             ArchBatch, as_batch, check_encoded_resolutions, choice_indices, encode_general, encode_ofa)
 
 from .base import Archs, checked

@@ -1,8 +1,8 @@
 """The predictor interface shared by search, validate and the CLI (the registry of latency predictors by name is
-:mod:`predictors.registry`).
+:mod:`ofakit.predictors.registry`).
 
-A predictor is any object with ``predict(archs) -> np.ndarray`` taking an :class:`~ofa_core.space.ArchBatch`
-(or a list of :class:`~ofa_core.space.ArchConfig`) and returning one float per subnet: milliseconds for latency
+A predictor is any object with ``predict(archs) -> np.ndarray`` taking an :class:`~ofakit.ofa_core.space.ArchBatch`
+(or a list of :class:`~ofakit.ofa_core.space.ArchConfig`) and returning one float per subnet: milliseconds for latency
 predictors, top-1 accuracy as a fraction for accuracy predictors.
 """
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Protocol, Sequence, Union, runtime_checkable
 
 import numpy as np
 
-from ofa_core.space import ArchBatch, ArchConfig
+from ofakit.ofa_core.space import ArchBatch, ArchConfig
 
 Archs = Union[ArchBatch, ArchConfig, Sequence[ArchConfig]]
 
@@ -29,7 +29,7 @@ def checked(values: np.ndarray, source: object, unit: str = "ms") -> np.ndarray:
     bad = ~(np.isfinite(values) & (values > 0))
     if bad.any():
         v = values[bad][0]
-        from ofa_core.errors import UserError
+        from ofakit.ofa_core.errors import UserError
         raise UserError(f"{source}: predicted {v:.6g} {unit} for a subnet; the numbers this prediction is made "
                         f"of are damaged or out of range")
     return values

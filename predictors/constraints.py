@@ -1,6 +1,6 @@
 """Search constraints from device profiles and saved predictors: a latency bound per device, FLOPs, parameters.
 
-A profile's latency constraint uses :func:`predictors.registry.default_predictor` (or the named one) together
+A profile's latency constraint uses :func:`ofakit.predictors.registry.default_predictor` (or the named one) together
 with its per-op table (exact minimum, fast evaluation); a saved predictor folder (fit-latency, few-shot) is a
 device of its own and has no table (the search then finds the smallest value by evaluating small configs).
 """
@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Optional, Sequence
 
-from ofa_core.errors import ParameterError, UserError
+from ofakit.ofa_core.errors import ParameterError, UserError
 
 from .registry import create_predictor, default_predictor
 
 if TYPE_CHECKING:
-    from device_profiles import Profile
-    from ofa_core.search import Constraint
+    from ofakit.device_profiles import Profile
+    from ofakit.ofa_core.search import Constraint
 
 OFA_RESOLUTIONS = (160, 176, 192, 208, 224)
 
@@ -23,8 +23,8 @@ def latency_constraint(profile: "str | Profile", bound: float, predictor: Option
                        ) -> tuple["Constraint", "Profile"]:
     """A latency constraint on a device profile with ``predictor`` (a registered name; default: the calibrated
     predictor when the profile has a calibration, else the plain LUT sum) and its per-op table."""
-    from device_profiles import load_profile
-    from ofa_core.search import Constraint
+    from ofakit.device_profiles import load_profile
+    from ofakit.ofa_core.search import Constraint
 
     prof = load_profile(profile) if isinstance(profile, str) else profile
     kind = predictor or default_predictor(prof)
@@ -38,7 +38,7 @@ def saved_latency_constraint(folder: str, bound: float) -> tuple["Constraint", f
     """A latency constraint from a saved predictor folder (it carries its own device data) and its width."""
     from pathlib import Path
 
-    from ofa_core.search import Constraint
+    from ofakit.ofa_core.search import Constraint
 
     pred = create_predictor(folder)
     return (Constraint(f"latency[{Path(folder).name}]", pred, float(bound), "ms", source=f"saved predictor {folder}"),
@@ -53,9 +53,9 @@ def build_constraints(profiles: Sequence[str] = (), latencies: Sequence[float] =
     """Constraints in order (latency per profile, then per saved predictor folder, then FLOPs and parameters) and
     the width they imply. ``latencies``: one bound per profile and saved predictor in that order; with ``sweep``
     the first one's bound is swept, so it gets none. ``predictor``: the registered predictor every profile uses
-    (default: each profile's :func:`~predictors.registry.default_predictor`). ``default_width``: the width when
+    (default: each profile's :func:`~ofakit.predictors.registry.default_predictor`). ``default_width``: the width when
     neither a device nor ``width`` names one."""
-    from ofa_core.search import flops_constraint, params_constraint
+    from ofakit.ofa_core.search import flops_constraint, params_constraint
 
     sources: list[tuple[str, bool]] = [(p, False) for p in profiles] + [(f, True) for f in saved]
     need = len(sources) - 1 if sweep else len(sources)

@@ -1,6 +1,6 @@
 """Features of subnets for learned latency predictors, computed for whole populations at once.
 
-Arch features need only the config (FLOPs and parameters come from per-op :class:`~ofa_core.ops.SlotTable` s);
+Arch features need only the config (FLOPs and parameters come from per-op :class:`~ofakit.ofa_core.ops.SlotTable` s);
 profile features add the device's LUT sum and its per-stage sums. Every column has a name, so fitted models
 can record which features they use and a saved model can refuse a feature set it was not trained on.
 """
@@ -10,9 +10,9 @@ from functools import lru_cache
 
 import numpy as np
 
-from ofa_core.errors import UserError
-from ofa_core.ops import OpSpec, SlotTable
-from ofa_core.space import N_STAGES, ArchBatch, as_batch, space_for_width
+from ofakit.ofa_core.errors import UserError
+from ofakit.ofa_core.ops import OpSpec, SlotTable
+from ofakit.ofa_core.space import N_STAGES, ArchBatch, as_batch, space_for_width
 
 from .base import Archs
 

@@ -31,10 +31,10 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin
 
-from device_profiles import OpStats, Profile, ProfileMeta, load_profile
-from ofa_core.errors import UserError
-from ofa_core.space import ArchBatch, as_batch, sample_batch, space_for_width
-from ofa_core.strict import validated
+from ofakit.device_profiles import OpStats, Profile, ProfileMeta, load_profile
+from ofakit.ofa_core.errors import UserError
+from ofakit.ofa_core.space import ArchBatch, as_batch, sample_batch, space_for_width
+from ofakit.ofa_core.strict import validated
 
 from .base import Archs, Predictor, checked
 from .features import ARCH_FEATURES, arch_features, measured_latencies
@@ -321,7 +321,7 @@ def fit_few_shot(archs: Archs, ms: np.ndarray, references: Sequence[str | Profil
     """Fit a :class:`FewShotPredictor` for a new device from its measured subnets (``archs``, ``ms``) and the
     LUTs of known device profiles (names, folders or loaded profiles; default: every known profile whose
     width and resolutions cover ``archs``). Used by ``ofakit profile DEVICE --few-shot N``."""
-    from device_profiles import list_profiles
+    from ofakit.device_profiles import list_profiles
 
     b = as_batch(archs)
     if references is None:

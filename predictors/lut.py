@@ -21,10 +21,10 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
 
-from device_profiles import Profile, ProfileError, load_profile
-from ofa_core.ops import STEM, MissingOpError, OpSpec, SlotTable
-from ofa_core.errors import UserError
-from ofa_core.space import ArchConfig, as_batch, space_for_width
+from ofakit.device_profiles import Profile, ProfileError, load_profile
+from ofakit.ofa_core.ops import STEM, MissingOpError, OpSpec, SlotTable
+from ofakit.ofa_core.errors import UserError
+from ofakit.ofa_core.space import ArchConfig, as_batch, space_for_width
 
 from .base import Archs, checked
 from .registry import not_fitted, register_predictor

@@ -3,7 +3,7 @@
 ``predictor.json`` holds the format name, the predictor kind, a format version, the predictor's own metadata,
 the SHA-256 of every data file beside it and a checksum of its own content. Loading checks all of them, so a
 file of another version, a hand-edited or truncated file, or a weights file swapped for another is rejected
-with one line (:class:`~ofa_core.errors.UserError`) instead of half-working. Data files are torch state dicts
+with one line (:class:`~ofakit.ofa_core.errors.UserError`) instead of half-working. Data files are torch state dicts
 (loaded with ``weights_only=True``) or JSON; nothing is unpickled.
 """
 from __future__ import annotations
@@ -14,9 +14,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ofa_core.fileio import atomic_write_bytes, atomic_write_text, staged_folder
-from ofa_core.errors import UserError
-from ofa_core.strict import decode, load_json, parse_json, validated
+from ofakit.ofa_core.fileio import atomic_write_bytes, atomic_write_text, staged_folder
+from ofakit.ofa_core.errors import UserError
+from ofakit.ofa_core.strict import decode, load_json, parse_json, validated
 
 META_FILE = "predictor.json"
 FORMAT = "ofakit-predictor"

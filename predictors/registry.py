@@ -19,12 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Optional, TypeVar
 
-from ofa_core.errors import UserError
+from ofakit.ofa_core.errors import UserError
 
 from .base import Predictor
 
 if TYPE_CHECKING:
-    from device_profiles import Profile
+    from ofakit.device_profiles import Profile
 
 C = TypeVar("C", bound=type)
 # modules without latency predictors (accuracy would import torch)
@@ -92,7 +92,7 @@ def load_saved_predictor(path: str | os.PathLike) -> Predictor:
     """Load any saved latency predictor folder, dispatching on its recorded kind."""
     from .persist import META_FILE, resolve_bundle
 
-    from ofa_core.strict import load_json
+    from ofakit.ofa_core.strict import load_json
 
     folder = resolve_bundle(path)
     body = load_json(folder / META_FILE, "predictor metadata")
@@ -119,7 +119,7 @@ def create_predictor(spec: Optional[str] = None, profile: "Profile | None" = Non
         return entry.cls(profile)
     if is_predictor_folder(spec):
         return load_saved_predictor(spec)
-    from device_profiles.store import find
+    from ofakit.device_profiles.store import find
 
     saved = find(spec, "predictor.json")
     if saved is not None:
@@ -137,6 +137,6 @@ def _not_fitted_class(base: type) -> type:
 
 def not_fitted(message: str, base: type[UserError] = UserError) -> Exception:
     """An error that is scikit-learn's :class:`~sklearn.exceptions.NotFittedError` (so sklearn tools recognise it)
-    and a :class:`~ofa_core.errors.UserError` ``base`` (so the CLI prints it as one line); sklearn is imported
+    and a :class:`~ofakit.ofa_core.errors.UserError` ``base`` (so the CLI prints it as one line); sklearn is imported
     only here."""
     return _not_fitted_class(base)(message)

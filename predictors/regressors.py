@@ -1,7 +1,7 @@
 """Learned latency regressors: scikit-learn models on subnet features, trained on measured end-to-end subnets.
 
 :class:`LatencyRegressor` fits ridge, gradient boosting or a random forest (registry :data:`MODELS`) on
-:func:`~predictors.features.latency_features` — the device's LUT sum and per-stage sums when a profile is given,
+:func:`~ofakit.predictors.features.latency_features` — the device's LUT sum and per-stage sums when a profile is given,
 plus FLOPs, parameters, depth, resolution and layer counts. With a profile it learns the ratio measured/LUT sum
 (a correction that extrapolates like the LUT); without one it learns log-milliseconds.
 
@@ -23,12 +23,12 @@ from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.ensemble import GradientBoostingRegressor, RandomForestRegressor
 from sklearn.linear_model import Ridge
 
-from device_profiles import OpStats, Profile, ProfileMeta, load_profile
-from device_profiles.schema import MAX_MS
-from ofa_core.errors import ArchError, UserError
-from ofa_core.records import parse_csv_arch_row
-from ofa_core.space import ArchBatch, ArchConfig, as_batch
-from ofa_core.strict import csv_rows, parse_json, read_text, validated
+from ofakit.device_profiles import OpStats, Profile, ProfileMeta, load_profile
+from ofakit.device_profiles.schema import MAX_MS
+from ofakit.ofa_core.errors import ArchError, UserError
+from ofakit.ofa_core.records import parse_csv_arch_row
+from ofakit.ofa_core.space import ArchBatch, ArchConfig, as_batch
+from ofakit.ofa_core.strict import csv_rows, parse_json, read_text, validated
 
 from .base import Archs, checked
 from .features import latency_features, measured_latencies
@@ -192,7 +192,7 @@ COMPILED = {"linear": LinearModel, "trees": TreeEnsemble}
 class LatencyRegressor(RegressorMixin, BaseEstimator):
     """Latency (ms) from subnet features; ``model`` is one of :data:`MODELS` (ridge, gbr, rf).
 
-    ``profile`` (a :class:`~device_profiles.Profile` or a profile name) adds LUT-sum features and makes the
+    ``profile`` (a :class:`~ofakit.device_profiles.Profile` or a profile name) adds LUT-sum features and makes the
     target the ratio measured / LUT sum; without it the target is log-milliseconds.
     """
 
@@ -306,7 +306,7 @@ class LatencyRegressor(RegressorMixin, BaseEstimator):
 
 
 def _probe_arch(width: float, reg: LatencyRegressor):
-    from ofa_core.space import sample_arch, space_for_width
+    from ofakit.ofa_core.space import sample_arch, space_for_width
     spec = space_for_width(width)
     res = reg.profile_meta_["resolutions"] if reg.profile_meta_ else spec.resolutions
     return sample_arch(np.random.default_rng(0), spec, resolutions=[res[0]])

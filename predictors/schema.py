@@ -1,14 +1,14 @@
 """What a saved predictor's files may hold: pydantic models of the parts of ``predictor.json`` and its JSON data
-files that reach a prediction. The files are parsed strictly first (:mod:`ofa_core.strict`: no NaN, no infinity, no
+files that reach a prediction. The files are parsed strictly first (:mod:`ofakit.ofa_core.strict`: no NaN, no infinity, no
 repeated keys); these models add the shapes and ranges. Each loader checks its metadata with one call of
-:func:`ofa_core.strict.validated` before building the predictor."""
+:func:`ofakit.ofa_core.strict.validated` before building the predictor."""
 from __future__ import annotations
 
 from typing import Annotated, Any, Optional
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-from device_profiles.schema import Ms, Name, Resolution
+from ofakit.device_profiles.schema import Ms, Name, Resolution
 
 Finite = Annotated[float, Field(allow_inf_nan=False, ge=-1e15, le=1e15)]
 Width = Annotated[float, Field(gt=0, le=4, allow_inf_nan=False)]

@@ -1,7 +1,7 @@
 """The host-side Builder: turns items into model files for a backend, cached by item id and build tag.
 
 A model file is built once per (item, backend format, builder version) and reused by every later run. Files
-built straight from the ops (:mod:`ofa_core.direct`) are written in-process; torch exports run in a small
+built straight from the ops (:mod:`ofakit.ofa_core.direct`) are written in-process; torch exports run in a small
 process pool (each worker single-threaded torch). A failed build is a :class:`BuildResult` with
 an error message, never an exception, so the run goes on and the failure lands in the journal as BUILD_ERROR.
 """
@@ -77,7 +77,7 @@ class Builder:
 
 
 def _run_tasks(tasks: list[dict], jobs: int) -> Iterator[dict]:
-    """Build ``tasks`` in ``jobs`` worker processes (``python -m profiler.builder``), yielding replies as they
+    """Build ``tasks`` in ``jobs`` worker processes (``python -m ofakit.profiler.builder``), yielding replies as they
     come. Workers are plain subprocesses, so callers need no ``if __name__ == "__main__"`` guard; a worker that
     dies turns its unfinished tasks into failed builds."""
     if jobs == 1:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Protocol, Sequence, runtime_checkable
 
-from ofa_core.errors import UserError, literal
+from ofakit.ofa_core.errors import UserError, literal
 
 from .agent import ofakit_agent as agent
 from .backends import get_backend

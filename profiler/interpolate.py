@@ -1,6 +1,6 @@
 """Quick profiles: measure a few resolutions, predict the ops of the others.
 
-Ops are matched by *slot*: the i-th op of :func:`ofa_core.ops.resolution_ops` is the same layer (kind, stage,
+Ops are matched by *slot*: the i-th op of :func:`ofakit.ofa_core.ops.resolution_ops` is the same layer (kind, stage,
 position, kernel, expand) at every resolution, only its feature-map size differs. An op not measured itself is
 interpolated piecewise-linearly in its input feature-map area between the same slot's measured sizes (linear
 extrapolation past the ends). Later-stage feature maps repeat across resolutions, so many "other-resolution" ops
@@ -12,8 +12,8 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from ofa_core.ops import resolution_ops
-from ofa_core.space import SpaceSpec
+from ofakit.ofa_core.ops import resolution_ops
+from ofakit.ofa_core.space import SpaceSpec
 
 
 def pick_resolutions(resolutions: Sequence[int], k: int) -> list[int]:

@@ -1,8 +1,8 @@
 """What the profiler measures: an *item* is one elastic operator (by OFA key) or one whole subnet (by arch).
 
 Items have a stable id (the OFA key, or ``subnet:`` + the canonical arch JSON) that names them in result
-journals, and build their torch module from :mod:`ofa_core.static` (or their model file straight from their ops
-with :mod:`ofa_core.direct`), so an op measured alone and the same op inside a measured subnet are the same
+journals, and build their torch module from :mod:`ofakit.ofa_core.static` (or their model file straight from their ops
+with :mod:`ofakit.ofa_core.direct`), so an op measured alone and the same op inside a measured subnet are the same
 layers.
 """
 from __future__ import annotations
@@ -12,9 +12,9 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from ofa_core.errors import UserError
-from ofa_core.ops import OpSpec, subnet_ops
-from ofa_core.space import ArchConfig
+from ofakit.ofa_core.errors import UserError
+from ofakit.ofa_core.ops import OpSpec, subnet_ops
+from ofakit.ofa_core.space import ArchConfig
 
 from .agent.ofakit_agent import SUBNET_PREFIX  # the agent gives whole networks (this id prefix) more rounds
 
@@ -71,7 +71,7 @@ class Item:
         """(eval-mode torch module, example input of batch 1)."""
         import torch
 
-        from ofa_core.static import build_op, build_subnet, op_input
+        from ofakit.ofa_core.static import build_op, build_subnet, op_input
 
         if self.kind == OP:
             op = self.opspec()

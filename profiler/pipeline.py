@@ -2,7 +2,7 @@
 
 :func:`profile_device` measures every distinct operator of the space at the requested resolutions (with
 ``quick``, a few resolutions, the rest interpolated) together with a few whole *calibration subnets*, all in one
-interleaved job, and turns the journal into a :class:`~device_profiles.Profile`. :func:`measure_subnets` measures
+interleaved job, and turns the journal into a :class:`~ofakit.device_profiles.Profile`. :func:`measure_subnets` measures
 whole subnets with the same method (validation). Both resume from their journal: re-running the same request
 skips what is already recorded, and the profile is always rebuilt from the journal.
 """
@@ -17,11 +17,11 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from device_profiles import OpStats, Profile, ProfileMeta
-from ofa_core import __version__
-from ofa_core.errors import ParameterError
-from ofa_core.ops import enumerate_ops, subnet_macs
-from ofa_core.space import DEFAULT_RESOLUTIONS, ArchConfig, sample_batch, space_for_width
+from ofakit.device_profiles import OpStats, Profile, ProfileMeta
+from ofakit.ofa_core import __version__
+from ofakit.ofa_core.errors import ParameterError
+from ofakit.ofa_core.ops import enumerate_ops, subnet_macs
+from ofakit.ofa_core.space import DEFAULT_RESOLUTIONS, ArchConfig, sample_batch, space_for_width
 
 from .agent import ofakit_agent as agent
 from .backends import get_backend
@@ -167,7 +167,7 @@ def _every(log: Log | None, what: str, result: bool = False, period: float = 5.0
 def profile_device(req: ProfileRequest, work_dir: str | Path | None = None, cache_dir: str | Path | None = None,
                    log: Log | None = None, fresh: bool = False, runner: Runner | None = None) -> ProfileRun:
     """Measure the ops (and calibration subnets) of ``req`` and build its profile from the journal. ``runner``:
-    any :class:`~profiler.devices.Runner` (e.g. a board's); default: :func:`profiler.devices.resolve`'s for
+    any :class:`~ofakit.profiler.devices.Runner` (e.g. a board's); default: :func:`ofakit.profiler.devices.resolve`'s for
     ``req.device``."""
     t_start = time.perf_counter()
     if runner is None:
@@ -208,7 +208,7 @@ def profile_device(req: ProfileRequest, work_dir: str | Path | None = None, cach
     cal_ms = np.array([_ms(summaries.get(Item.subnet(a).id)) for a in cal], dtype=float)
     env["loadavg_end"] = list(_loadavg())
     desc = {"mode": "cpu" if req.backend != "torch" else "eager", "batch": 1, "input": "random float32, NCHW",
-            "exporter": "ofa_core.export (BN folded)" if req.backend != "torch" else "torch eager modules",
+            "exporter": "ofakit.ofa_core.export (BN folded)" if req.backend != "torch" else "torch eager modules",
             **get_backend(req.backend).describe()}
     method = {
         "statistic": "ms = minimum over rounds of the per-round median (rounds interleaved in shuffled order)",
@@ -232,7 +232,7 @@ def measure_subnets(archs: Sequence[ArchConfig], device: str, backend: str, thre
                     log: Log | None = None, runner: Runner | None = None
                     ) -> tuple[np.ndarray, dict[str, agent.Summary], dict[str, float]]:
     """Measure whole subnets end to end (same builder, runner and method as ops). NaN where one failed.
-    ``runner``: any :class:`~profiler.devices.Runner`; default: :func:`profiler.devices.resolve`'s for
+    ``runner``: any :class:`~ofakit.profiler.devices.Runner`; default: :func:`ofakit.profiler.devices.resolve`'s for
     ``device``."""
     runner = runner or resolve(device, backend, threads).runner
     items = [Item.subnet(a) for a in archs]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from typing import Any, Mapping
 
-from ofa_core.errors import UserError
+from ofakit.ofa_core.errors import UserError
 
 from .agent import ofakit_agent as agent
 from .backends import Backend

@@ -10,11 +10,11 @@ import pytest
 import torch
 from sklearn.base import clone
 
-from ofa_core.errors import UserError
-from ofa_core.space import ArchBatch, ArchConfig, sample_batch
-from predictors.accuracy import (CHUNK, ENCODINGS, AccuracyMLP, accuracy_metrics, build_mlp, load_accuracy_jsonl,
+from ofakit.ofa_core.errors import UserError
+from ofakit.ofa_core.space import ArchBatch, ArchConfig, sample_batch
+from ofakit.predictors.accuracy import (CHUNK, ENCODINGS, AccuracyMLP, accuracy_metrics, build_mlp, load_accuracy_jsonl,
                                  load_accuracy_predictor)
-from predictors.persist import META_FILE
+from ofakit.predictors.persist import META_FILE
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 OFA_PTH = SHARED / "data" / "ofa_acc_predictor" / "acc_predictor.pth"

@@ -17,17 +17,17 @@ import pytest
 import yaml
 
 from ofakit.cli import main
-from profiler.agent import ofakit_agent as agent
-from profiler.backends import get_backend
-from profiler.builder import Builder
-from profiler.items import Item
-from profiler.pipeline import ProfileRequest, profile_device
-from profiler.remote.check import assess
-from profiler.remote.inventory import load_inventory
-from profiler.remote.runner import SSHRunner
-from profiler.remote.ssh import Connection, RemoteError, ssh_options
-from ofa_core.ops import resolution_ops
-from ofa_core.space import space_for_width
+from ofakit.profiler.agent import ofakit_agent as agent
+from ofakit.profiler.backends import get_backend
+from ofakit.profiler.builder import Builder
+from ofakit.profiler.items import Item
+from ofakit.profiler.pipeline import ProfileRequest, profile_device
+from ofakit.profiler.remote.check import assess
+from ofakit.profiler.remote.inventory import load_inventory
+from ofakit.profiler.remote.runner import SSHRunner
+from ofakit.profiler.remote.ssh import Connection, RemoteError, ssh_options
+from ofakit.ofa_core.ops import resolution_ops
+from ofakit.ofa_core.space import space_for_width
 from emulated_boards import board_connection_pids, board_dir, timed
 
 REPO = Path(__file__).resolve().parents[1]
@@ -97,7 +97,7 @@ def fix_command(report: dict) -> str:
 
 def profile_and_compare(board: Board, backend: str, folder: Path) -> dict:
     """``ofakit profile BOARD`` with ``backend``; its op keys equal the local runner's for the same request."""
-    from device_profiles import load_profile
+    from ofakit.device_profiles import load_profile
 
     assert main(["profile", "measure", board.arch, "-b", backend, *REQUEST, "-i", str(board.inv)]) == 0
     remote = load_profile(f"{board.arch}-{backend}-1t")
@@ -237,7 +237,7 @@ def test_probe_reports_a_runtime_whose_import_segfaults_standin(tmp_path):
     info = json.loads(res.stdout)
     assert info["packages"]["onnxruntime"] == {"error": "import crashed Python (SIGSEGV)", "crashed": "SIGSEGV"}
     assert "No module named" in info["packages"]["numpy"]["error"]
-    from profiler.remote.inventory import Device
+    from ofakit.profiler.remote.inventory import Device
 
     rep = assess(Device(name="pi", host="127.0.0.1"), info)
     assert any("SIGSEGV" in p for p in rep.problems)

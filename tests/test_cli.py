@@ -89,8 +89,8 @@ def test_export_onnx_writes_a_loadable_model(capsys, arch_file, tmp_path):
 
 
 def test_export_from_supernet_weights(capsys, arch_file, tmp_path):
-    from ofa_core.space import load_arch
-    from ofa_core.supernet import OFAMobileNetV3
+    from ofakit.ofa_core.space import load_arch
+    from ofakit.ofa_core.supernet import OFAMobileNetV3
 
     torch.manual_seed(0)
     sup = OFAMobileNetV3(n_classes=7)

@@ -19,13 +19,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ofa_core.errors import UserError
-from profiler.agent import ofakit_agent as agent
-from profiler.backends import get_backend, list_backends
-from profiler.backends.torch_cuda import (ChainWindow, CudaOptions, EagerRun, WallMark, cuda_unavailable, item_timer,
+from ofakit.ofa_core.errors import UserError
+from ofakit.profiler.agent import ofakit_agent as agent
+from ofakit.profiler.backends import get_backend, list_backends
+from ofakit.profiler.backends.torch_cuda import (ChainWindow, CudaOptions, EagerRun, WallMark, cuda_unavailable, item_timer,
                                           load, prepare, settled, synced_window, time_item, timed_window,
                                           wall_timer, warm_up)
-from profiler.items import Item
+from ofakit.profiler.items import Item
 
 ROOT = Path(__file__).resolve().parents[1]
 HELP = ROOT.parent / "shared" / "data" / "help_ofa_gpu_latency" / "ofa_subnets_gpu_latency.jsonl"
@@ -60,7 +60,7 @@ def _env() -> dict[str, str]:
 
 def test_backends_registered_with_options():
     assert {"torch-cuda", "onnxruntime-cuda"} <= set(list_backends())
-    from profiler.backends import _with_options
+    from ofakit.profiler.backends import _with_options
 
     b = _with_options("torch-cuda-graph-b64-bf16-cl")
     assert b.name == "torch-cuda-graph-b64-bf16-cl" and b.device == "gpu"
@@ -109,7 +109,7 @@ def test_torch_cuda_unavailable_says_why_in_one_line():
 def test_onnxruntime_cuda_availability_follows_the_installed_providers():
     import onnxruntime as ort
 
-    from profiler.backends.onnxruntime_cuda import ort_cuda_unavailable
+    from ofakit.profiler.backends.onnxruntime_cuda import ort_cuda_unavailable
 
     why = ort_cuda_unavailable()
     if "CUDAExecutionProvider" in ort.get_available_providers():
@@ -133,14 +133,14 @@ def test_cli_profile_gpu_without_cuda_is_one_line_exit_2(argv, capsys):
 def test_cuda_worker_refuses_to_start_in_one_line(options, needs_no_cuda):
     if needs_no_cuda and _has_cuda():
         pytest.skip("checks the behaviour without CUDA")
-    p = subprocess.run([sys.executable, "-m", "profiler.backends.torch_cuda", "--options", options], cwd=ROOT,
+    p = subprocess.run([sys.executable, "-m", "ofakit.profiler.backends.torch_cuda", "--options", options], cwd=ROOT,
                        env=_env(), capture_output=True, text=True, timeout=120)
     assert p.returncode == 2 and p.stdout == ""
     assert len(p.stderr.strip().splitlines()) == 1 and "torch_cuda worker" in p.stderr
 
 
 def test_gpu_device_refuses_a_cpu_backend():
-    from profiler.devices import resolve
+    from ofakit.profiler.devices import resolve
 
     with pytest.raises(UserError, match="measures on the cpu"):
         resolve("gpu", "onnxruntime", 1)
@@ -205,7 +205,7 @@ def test_chain_window_marks_between_back_to_back_runs():
 
 
 def test_item_timer_picks_the_window_per_kind_and_divides_by_repeat():
-    from profiler.items import OP, SUBNET
+    from ofakit.profiler.items import OP, SUBNET
 
     timing = agent.TimingSettings(warmup_runs=1, warmup_s=0.0, min_runs=4, min_s=0.0)
     marks = []
@@ -236,8 +236,8 @@ def _item_file(tmp_path: Path, item: Item) -> str:
 
 
 def _first_block():
-    from ofa_core.ops import BLOCK, resolution_ops
-    from ofa_core.space import space_for_width
+    from ofakit.ofa_core.ops import BLOCK, resolution_ops
+    from ofakit.ofa_core.space import space_for_width
 
     return next(op for op in resolution_ops(space_for_width(1.0), 160) if op.kind == BLOCK and op.se)
 
@@ -272,7 +272,7 @@ def test_agent_worker_protocol_with_the_cuda_loader_on_cpu(tmp_path):
 
 
 def test_onnxruntime_cuda_worker_times_on_the_wall_clock():
-    from profiler.backends.onnxruntime_cuda import wall_time_runs
+    from ofakit.profiler.backends.onnxruntime_cuda import wall_time_runs
 
     # sleeping costs no CPU time: a thread clock would say ~0
     t = wall_time_runs(lambda: time.sleep(0.002), agent.TimingSettings(warmup_runs=1, warmup_s=0.0, min_runs=3,
@@ -361,9 +361,9 @@ def test_help_rank_of_a_macs_profile_equals_the_macs_ranker(tmp_path, capsys):
     that was not measured on a GPU is labelled so."""
     from scipy.stats import spearmanr
 
-    from device_profiles import OpStats, Profile, ProfileMeta
-    from ofa_core.ops import enumerate_ops, subnet_macs
-    from ofa_core.space import space_for_width
+    from ofakit.device_profiles import OpStats, Profile, ProfileMeta
+    from ofakit.ofa_core.ops import enumerate_ops, subnet_macs
+    from ofakit.ofa_core.space import space_for_width
 
     hr = _bench("gpu_help_rank")
     prof = Profile(ProfileMeta(name="macs", device="cpu", source="synthetic", resolutions=list(range(160, 225, 4))),
@@ -399,8 +399,8 @@ def test_help_rank_cli_errors_are_one_line(tmp_path, capsys):
 def test_graph_replay_matches_eager_and_events_time_it():
     import torch
 
-    from ofa_core.space import sample_arch
-    from profiler.backends.torch_cuda import EventTimer, GraphRun
+    from ofakit.ofa_core.space import sample_arch
+    from ofakit.profiler.backends.torch_cuda import EventTimer, GraphRun
 
     arch = sample_arch(np.random.default_rng(0))
     with torch.inference_mode():
@@ -418,10 +418,10 @@ def test_graph_replay_matches_eager_and_events_time_it():
 @needs_cuda
 @pytest.mark.parametrize("backend", ["torch-cuda-eager-b1", "torch-cuda-graph-b64"])
 def test_local_runner_measures_ops_on_the_gpu(tmp_path, backend):
-    from ofa_core.ops import resolution_ops
-    from ofa_core.space import space_for_width
-    from profiler.builder import Builder
-    from profiler.runner import LocalRunner
+    from ofakit.ofa_core.ops import resolution_ops
+    from ofakit.ofa_core.space import space_for_width
+    from ofakit.profiler.builder import Builder
+    from ofakit.profiler.runner import LocalRunner
 
     bk = get_backend(backend)
     items = [Item.op(op) for op in resolution_ops(space_for_width(1.0), 224)[:3]]

@@ -12,14 +12,14 @@ import pytest
 import torch
 from torch import nn
 
-from ofa_core.direct import build_onnx, build_tflite, module_weights, random_weights
-from ofa_core.export import export_onnx, export_tflite, run_file
-from ofa_core.ops import OpSpec, enumerate_ops, subnet_ops
-from ofa_core.space import sample_arch, space_for_width
-from ofa_core.static import build_op, build_subnet, op_input
-from profiler.backends import get_backend
-from profiler.builder import Builder
-from profiler.items import Item
+from ofakit.ofa_core.direct import build_onnx, build_tflite, module_weights, random_weights
+from ofakit.ofa_core.export import export_onnx, export_tflite, run_file
+from ofakit.ofa_core.ops import OpSpec, enumerate_ops, subnet_ops
+from ofakit.ofa_core.space import sample_arch, space_for_width
+from ofakit.ofa_core.static import build_op, build_subnet, op_input
+from ofakit.profiler.backends import get_backend
+from ofakit.profiler.builder import Builder
+from ofakit.profiler.items import Item
 
 TOL = 1e-4
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -172,8 +172,8 @@ def test_backend_builds_directly_and_fast(tmp_path, backend: str) -> None:
 def test_packed_file_expands_on_the_board_side(tmp_path, fmt: str) -> None:
     """The packed form compresses to almost nothing; the agent's expansion gives a file of the same size and
     graph whose weights are redrawn from the same ranges (only weight bytes differ)."""
-    from ofa_core.direct import BUILDERS, PACKED_SUFFIX
-    from profiler.agent.ofakit_agent import AgentError, _read_items, expand_packed
+    from ofakit.ofa_core.direct import BUILDERS, PACKED_SUFFIX
+    from ofakit.profiler.agent.ofakit_agent import AgentError, _read_items, expand_packed
 
     op = OpSpec.from_key("Conv_1-input:7x7x160-output:7x7x960")
     model, packed = tmp_path / f"m.{fmt}", tmp_path / f"m.{fmt}{PACKED_SUFFIX}"

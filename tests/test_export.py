@@ -9,13 +9,13 @@ import pytest
 import torch
 from torch import nn
 
-from ofa_core.bn import recalibrate_bn
-from ofa_core.errors import UserError
-from ofa_core.export import export_onnx, export_tflite, fold_bn, max_abs_diff, run_file
-from ofa_core.ops import BLOCK, subnet_ops
-from ofa_core.space import ArchConfig, sample_arch, space_for_width
-from ofa_core.static import build_op, build_subnet, op_input
-from ofa_core.supernet import OFAMobileNetV3
+from ofakit.ofa_core.bn import recalibrate_bn
+from ofakit.ofa_core.errors import UserError
+from ofakit.ofa_core.export import export_onnx, export_tflite, fold_bn, max_abs_diff, run_file
+from ofakit.ofa_core.ops import BLOCK, subnet_ops
+from ofakit.ofa_core.space import ArchConfig, sample_arch, space_for_width
+from ofakit.ofa_core.static import build_op, build_subnet, op_input
+from ofakit.ofa_core.supernet import OFAMobileNetV3
 
 TOL = 1e-4
 

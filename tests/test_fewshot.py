@@ -8,15 +8,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from device_profiles.ofa_yaml import import_ofa
-from ofa_core.errors import UserError
-from ofa_core.space import ArchBatch, sample_batch, space_for_width
-from predictors.registry import create_predictor
-from predictors.fewshot import (FewShotPredictor, TableReference, _huber_fit, _loo_error, _nested_loo_error,
+from ofakit.device_profiles.ofa_yaml import import_ofa
+from ofakit.ofa_core.errors import UserError
+from ofakit.ofa_core.space import ArchBatch, sample_batch, space_for_width
+from ofakit.predictors.registry import create_predictor
+from ofakit.predictors.fewshot import (FewShotPredictor, TableReference, _huber_fit, _loo_error, _nested_loo_error,
                                 fit_few_shot)
-from predictors.lut import LUTPredictor
-from predictors.persist import META_FILE
-from predictors.metrics import latency_metrics
+from ofakit.predictors.lut import LUTPredictor
+from ofakit.predictors.persist import META_FILE
+from ofakit.predictors.metrics import latency_metrics
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 HELP = SHARED / "data" / "help_ofa_gpu_latency" / "ofa_subnets_gpu_latency.jsonl"
@@ -101,7 +101,7 @@ def test_table_reference_lookup(help_data):
 def lut_model(note10):
     """A width-1.2 target derived from the Note10 LUT (documented synthetic: 1.3x slower plus 0.05 ms per
     kernel launch), with the Note10 LUT as the only reference: tests persistence, not accuracy."""
-    from predictors.features import ARCH_FEATURES, arch_features
+    from ofakit.predictors.features import ARCH_FEATURES, arch_features
 
     b = sample_batch(np.random.default_rng(2), 10, space_for_width(1.2), resolutions=range(160, 225, 8))
     kernels = arch_features(b)[:, ARCH_FEATURES.index("n_kernels")]

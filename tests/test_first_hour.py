@@ -6,13 +6,13 @@ import json
 import numpy as np
 import pytest
 
-from device_profiles import load_profile
-from ofa_core.space import ArchConfig
-from predictors.lut import CalibratedLUTPredictor, LUTPredictor
+from ofakit.device_profiles import load_profile
+from ofakit.ofa_core.space import ArchConfig
+from ofakit.predictors.lut import CalibratedLUTPredictor, LUTPredictor
 
 
 def test_version(cli):
-    from ofa_core import __version__
+    from ofakit.ofa_core import __version__
 
     r = cli("--version")
     assert r.returncode == 0 and r.stdout.strip() == f"ofakit {__version__}"
@@ -108,8 +108,8 @@ def test_fit_on_too_few_samples_says_so(cli, tmp_path):
 
 
 def test_export_ofa_round_trip_predicts_the_same(cli, tmp_path):
-    from device_profiles.ofa_yaml import import_ofa
-    from ofa_core.space import sample_batch, space_for_width
+    from ofakit.device_profiles.ofa_yaml import import_ofa
+    from ofakit.ofa_core.space import sample_batch, space_for_width
 
     assert cli("profile", "export-ofa", "cpu-onnxruntime-1t", str(tmp_path / "yaml")).returncode == 0
     prof = load_profile("cpu-onnxruntime-1t")

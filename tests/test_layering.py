@@ -8,14 +8,23 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("ofa_core", "device_profiles", "profiler", "predictors", "ofakit")
+LIBRARIES = ("ofa_core", "device_profiles", "profiler", "predictors")  # installed as ofakit.<folder>
+PACKAGES = (*LIBRARIES, "ofakit")
 ALLOWED = {"ofa_core": set(), "device_profiles": {"ofa_core"}, "profiler": {"ofa_core", "device_profiles"},
            "predictors": {"ofa_core", "device_profiles"}}
 
 
 def module_name(path: Path, root: Path = ROOT) -> str:
+    """The module's installed name (``ofa_core/space.py`` -> ``ofakit.ofa_core.space``)."""
     parts = list(path.relative_to(root).with_suffix("").parts)
-    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+    parts = parts[:-1] if parts[-1] == "__init__" else parts
+    return ".".join(["ofakit", *parts] if parts[0] in LIBRARIES else parts)
+
+
+def layer(module: str) -> str:
+    """``ofa_core`` for ``ofakit.ofa_core.space``, ``ofakit`` for ``ofakit.cli``."""
+    parts = module.split(".")
+    return parts[1] if parts[0] == "ofakit" and len(parts) > 1 and parts[1] in LIBRARIES else parts[0]
 
 
 def import_graph(root: Path = ROOT) -> dict[str, set[str]]:
@@ -79,7 +88,19 @@ def test_no_import_cycles():
 
 def test_packages_import_only_the_layers_below():
     bad = [(m, d) for m, deps in import_graph().items() for d in deps
-           if m.split(".")[0] in ALLOWED and d.split(".")[0] not in ALLOWED[m.split(".")[0]] | {m.split(".")[0]}]
+           if layer(m) in ALLOWED and layer(d) not in ALLOWED[layer(m)] | {layer(m)}]
+    assert bad == []
+
+
+def test_everything_is_imported_under_the_ofakit_namespace():
+    """Only ``ofakit`` lands in site-packages: no file imports a library folder by its bare name."""
+    files = [p for d in (*PACKAGES, "tests", "bench") for p in (ROOT / d).rglob("*.py")]
+    bad = []
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
+            bad += [f"{path.relative_to(ROOT)}:{node.lineno} {n}" for n in names if n.split(".")[0] in LIBRARIES]
     assert bad == []
 
 

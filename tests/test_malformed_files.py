@@ -25,9 +25,9 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from device_profiles import SHIPPED_DIR
-from ofa_core.errors import UserError
-from ofa_core.space import ArchConfig, sample_arch, space_for_width
+from ofakit.device_profiles import SHIPPED_DIR
+from ofakit.ofa_core.errors import UserError
+from ofakit.ofa_core.space import ArchConfig, sample_arch, space_for_width
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 NOTE10 = SHARED / "data" / "ofa_note10_lut"
@@ -213,7 +213,7 @@ def _report(family: str) -> None:
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """Valid files of every family, made once: a small arch, the shipped profile, a saved ridge regressor."""
-    from predictors.regressors import LatencyRegressor
+    from ofakit.predictors.regressors import LatencyRegressor
 
     base = tmp_path_factory.mktemp("valid")
     arch = sample_arch(np.random.default_rng(0), space_for_width(1.0), resolutions=[160])
@@ -321,7 +321,7 @@ def test_inventory_counts():
 
 def _recompute_checksum(folder: Path) -> None:
     """Re-sign a hand-edited predictor.json the way an attacker or a careless script would (SHA-256 is no guard)."""
-    from predictors.persist import _canonical, _sha256
+    from ofakit.predictors.persist import _canonical, _sha256
     try:
         body = json.loads((folder / "predictor.json").read_text())
     except ValueError:
@@ -360,7 +360,7 @@ def test_saved_regressor(env, tmp_path_factory, data):
         what, raw = data.draw(damaged_json(doc))
         (reg / target).write_bytes(raw)
         body = json.loads((reg / "predictor.json").read_text())
-        from predictors.persist import _sha256
+        from ofakit.predictors.persist import _sha256
         body["files"]["model.json"] = _sha256(raw)
         (reg / "predictor.json").write_text(json.dumps(body))
         _recompute_checksum(reg)
@@ -378,7 +378,7 @@ ACC_META = {"encoding": "general", "hidden": [8], "y_mean": 0.7, "y_std": 0.05,
 
 @pytest.fixture(scope="module")
 def mlp(tmp_path_factory):
-    from predictors.accuracy import AccuracyMLP
+    from ofakit.predictors.accuracy import AccuracyMLP
     archs = [sample_arch(np.random.default_rng(i), space_for_width(1.0), resolutions=[160]) for i in range(30)]
     acc = np.linspace(0.6, 0.8, 30)
     folder = tmp_path_factory.mktemp("mlp") / "mlp"
@@ -389,7 +389,7 @@ def mlp(tmp_path_factory):
 @FUZZ
 @given(data=st.data())
 def test_accuracy_mlp(mlp, tmp_path_factory, data):
-    from predictors.accuracy import AccuracyMLP
+    from ofakit.predictors.accuracy import AccuracyMLP
     folder, archs = mlp
     root = _fresh(tmp_path_factory)
     dst = root / "mlp"
@@ -422,7 +422,7 @@ def test_accuracy_mlp_counts():
 @FUZZ
 @given(data=st.data())
 def test_accuracy_records(env, tmp_path_factory, data):
-    from ofa_core.records import read_accuracy_records
+    from ofakit.ofa_core.records import read_accuracy_records
     rec = {**env["arch"].to_dict(), "acc": 0.71}
     what, raw = data.draw(damaged_json(rec))
     root = _fresh(tmp_path_factory)
@@ -475,7 +475,7 @@ TRAIN_CONFIG = yaml.safe_load(sorted(CONFIGS.glob("*.yaml"))[0].read_text())
 @FUZZ
 @given(data=st.data())
 def test_training_config(tmp_path_factory, data):
-    from ofa_core.train.config import load_config
+    from ofakit.ofa_core.train.config import load_config
     what, raw = data.draw(damaged_yaml(TRAIN_CONFIG))
     root = _fresh(tmp_path_factory)
     path = root / "config.yaml"
@@ -508,7 +508,7 @@ def test_arch_file_counts():
 
 def test_documented_cases_read_correctly(tmp_path):
     """The controls: ``3e-05`` in a config is a float; a repeated key with the same value is fine."""
-    from ofa_core.strict import parse_json, parse_yaml
+    from ofakit.ofa_core.strict import parse_json, parse_yaml
     assert parse_yaml("lr: 3e-05\nlr: 3e-05\n", "x.yaml") == {"lr": 3e-05}
     assert parse_json('{"a": 1, "a": 1}', "x.json") == {"a": 1}
     assert ArchConfig.from_json(json.dumps(sample_arch(np.random.default_rng(0), space_for_width(1.0)).to_dict()))

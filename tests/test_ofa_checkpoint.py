@@ -12,7 +12,7 @@ import json
 import pytest
 import torch
 
-from ofa_core.supernet import OFAMobileNetV3
+from ofakit.ofa_core.supernet import OFAMobileNetV3
 from ofakit.cli import main
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -60,7 +60,7 @@ def ofa_checkpoint(width: float, old_names: bool = False) -> tuple[dict, dict]:
 
 @pytest.mark.parametrize("old_names", [False, True])
 def test_ofa_checkpoint_loads_strictly_and_exports(tmp_path, capsys, old_names):
-    from ofa_core.train.checkpoint import load_model_state, model_state
+    from ofakit.ofa_core.train.checkpoint import load_model_state, model_state
 
     ofa, ours = ofa_checkpoint(1.2, old_names)
     path = tmp_path / "ofa_mbv3_d234_e346_k357_w1.2"

@@ -9,11 +9,11 @@ import torch
 import yaml
 from torch import nn
 
-from ofa_core.errors import UserError
-from ofa_core.ops import (MissingOpError, OpSpec, SlotTable, enumerate_ops, resolution_ops, subnet_macs,
+from ofakit.ofa_core.errors import UserError
+from ofakit.ofa_core.ops import (MissingOpError, OpSpec, SlotTable, enumerate_ops, resolution_ops, subnet_macs,
                           subnet_ops, subnet_params)
-from ofa_core.space import ArchConfig, sample_arch, sample_batch, space_for_width
-from ofa_core.static import build_op, build_subnet, op_input
+from ofakit.ofa_core.space import ArchConfig, sample_arch, sample_batch, space_for_width
+from ofakit.ofa_core.static import build_op, build_subnet, op_input
 
 NOTE10_LUT = Path(__file__).resolve().parents[2] / "shared" / "data" / "ofa_note10_lut"
 

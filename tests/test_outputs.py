@@ -6,11 +6,11 @@ import json
 import numpy as np
 import pytest
 
-from device_profiles import SHIPPED_DIR, load_profile
-from device_profiles.ofa_yaml import export_ofa
-from ofa_core.errors import UserError
-from ofa_core.fileio import check_out, staged_folder
-from ofa_core.space import sample_arch, space_for_width
+from ofakit.device_profiles import SHIPPED_DIR, load_profile
+from ofakit.device_profiles.ofa_yaml import export_ofa
+from ofakit.ofa_core.errors import UserError
+from ofakit.ofa_core.fileio import check_out, staged_folder
+from ofakit.ofa_core.space import sample_arch, space_for_width
 
 
 def test_staged_folder_whole_or_nothing(tmp_path):
@@ -95,7 +95,7 @@ def test_export_check_fails_on_nan_output(tmp_path):
     import torch
     from torch import nn
 
-    from ofa_core.export import export_onnx, max_abs_diff
+    from ofakit.ofa_core.export import export_onnx, max_abs_diff
     model = nn.Sequential(nn.Conv2d(3, 4, 1)).eval()
     with torch.no_grad():
         model[0].weight.fill_(float("nan"))

@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from device_profiles.ofa_yaml import import_ofa
-from ofa_core.space import ArchConfig, sample_batch
+from ofakit.device_profiles.ofa_yaml import import_ofa
+from ofakit.ofa_core.space import ArchConfig, sample_batch
 from ofakit.cli import main
-from predictors.accuracy import load_accuracy_predictor
+from ofakit.predictors.accuracy import load_accuracy_predictor
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 NOTE10 = SHARED / "data" / "ofa_note10_lut"
@@ -41,7 +41,7 @@ def _arch_file(tmp_path: Path, arch: ArchConfig, with_width: bool = False) -> Pa
 
 
 def test_predict_prints_lut_sum(env, tmp_path, capsys):
-    from device_profiles import load_profile
+    from ofakit.device_profiles import load_profile
 
     arch = ArchConfig([5] * 20, [4] * 20, [3] * 5, 208, 1.2)
     path = _arch_file(tmp_path, arch)
@@ -53,8 +53,8 @@ def test_predict_prints_lut_sum(env, tmp_path, capsys):
 
 
 def test_predict_default_profile_lut_and_calibrated(tmp_path, capsys):
-    from device_profiles import DEFAULT_PROFILE, load_profile
-    from predictors.lut import CalibratedLUTPredictor
+    from ofakit.device_profiles import DEFAULT_PROFILE, load_profile
+    from ofakit.predictors.lut import CalibratedLUTPredictor
 
     arch = ArchConfig([5] * 20, [4] * 20, [3] * 5, 192, 1.0)
     path = _arch_file(tmp_path, arch)
@@ -135,9 +135,9 @@ def test_fit_latency_cli_and_predict_with_it(env, tmp_path, capsys):
 
 def test_fit_few_shot_cli(tmp_path, capsys):
     """10 subnets of a GPU config (HELP) + this CPU's shipped LUT as the reference, saved and used by predict."""
-    from predictors.registry import create_predictor
-    from predictors.metrics import latency_metrics
-    from predictors.regressors import load_measured
+    from ofakit.predictors.registry import create_predictor
+    from ofakit.predictors.metrics import latency_metrics
+    from ofakit.predictors.regressors import load_measured
 
     rows = [json.loads(line) for line in HELP.read_text().splitlines()[:400]]
     data = tmp_path / "ten.jsonl"

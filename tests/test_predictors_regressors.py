@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from device_profiles.ofa_yaml import import_ofa
-from ofa_core.errors import UserError
-from ofa_core.space import ArchBatch, sample_batch, space_for_width
-from predictors.registry import create_predictor
-from predictors.features import ARCH_FEATURES, PROFILE_FEATURES, arch_features, latency_features
-from predictors.persist import META_FILE
-from predictors.metrics import latency_metrics
-from predictors.regressors import LatencyRegressor, load_measured
+from ofakit.device_profiles.ofa_yaml import import_ofa
+from ofakit.ofa_core.errors import UserError
+from ofakit.ofa_core.space import ArchBatch, sample_batch, space_for_width
+from ofakit.predictors.registry import create_predictor
+from ofakit.predictors.features import ARCH_FEATURES, PROFILE_FEATURES, arch_features, latency_features
+from ofakit.predictors.persist import META_FILE
+from ofakit.predictors.metrics import latency_metrics
+from ofakit.predictors.regressors import LatencyRegressor, load_measured
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 HELP = SHARED / "data" / "help_ofa_gpu_latency" / "ofa_subnets_gpu_latency.jsonl"
@@ -38,7 +38,7 @@ def note10():
 
 
 def test_arch_features_match_per_subnet_sums():
-    from ofa_core.ops import subnet_macs, subnet_params
+    from ofakit.ofa_core.ops import subnet_macs, subnet_params
 
     b = sample_batch(np.random.default_rng(0), 5)
     x = arch_features(b)
@@ -112,7 +112,7 @@ def test_regressor_rejects_tampered_and_other_version(help_data, tmp_path):
     with pytest.raises(UserError, match="model.json: checksum mismatch"):
         LatencyRegressor.load(folder)
     with pytest.raises(UserError, match="holds a 'latency-regressor' predictor"):
-        from predictors.accuracy import AccuracyMLP
+        from ofakit.predictors.accuracy import AccuracyMLP
         AccuracyMLP.load(folder)
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-import device_profiles
-from device_profiles import DEFAULT_PROFILE, load_profile, store
+import ofakit.device_profiles as device_profiles
+from ofakit.device_profiles import DEFAULT_PROFILE, load_profile, store
 from ofakit.cli import main
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"

@@ -16,8 +16,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from profiler.agent import AGENT_FILE
-from profiler.agent import ofakit_agent as agent
+from ofakit.profiler.agent import AGENT_FILE
+from ofakit.profiler.agent import ofakit_agent as agent
 
 PY = sys.executable
 RUNTIMES = {"numpy", "onnxruntime", "ai_edge_litert", "tflite_runtime"}

@@ -13,15 +13,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from device_profiles import load_profile
-from ofa_core.ops import enumerate_ops, resolution_ops
-from ofa_core.space import sample_batch, space_for_width
-from predictors.lut import CalibratedLUTPredictor, LUTPredictor
-from profiler.agent import ofakit_agent as agent
-from profiler.backends import get_backend, list_backends
-from profiler.builder import Builder
-from profiler.interpolate import interpolate, pick_resolutions
-from profiler.items import Item
+from ofakit.device_profiles import load_profile
+from ofakit.ofa_core.ops import enumerate_ops, resolution_ops
+from ofakit.ofa_core.space import sample_batch, space_for_width
+from ofakit.predictors.lut import CalibratedLUTPredictor, LUTPredictor
+from ofakit.profiler.agent import ofakit_agent as agent
+from ofakit.profiler.backends import get_backend, list_backends
+from ofakit.profiler.builder import Builder
+from ofakit.profiler.interpolate import interpolate, pick_resolutions
+from ofakit.profiler.items import Item
 
 SPEC = space_for_width(1.0)
 FAST = ["--min-time", "0.003", "--rounds", "2", "--extra-rounds", "0"]
@@ -47,8 +47,8 @@ def test_builder_caches_models_and_records_failures(tmp_path: Path) -> None:
 
 
 def test_torch_backend_measures_ops_and_a_subnet(tmp_path: Path) -> None:
-    from profiler.devices import resolve
-    from profiler.pipeline import measure_items
+    from ofakit.profiler.devices import resolve
+    from ofakit.profiler.pipeline import measure_items
 
     ops = [op for op in resolution_ops(SPEC, 128) if op.kind in ("AvgPool2D", "Logits")]
     arch = sample_batch(np.random.default_rng(0), 1, resolutions=[128]).to_configs()[0]
@@ -148,8 +148,8 @@ def test_killed_profile_run_resumes_without_loss_or_duplicates(tmp_path: Path, c
 
 
 def test_calibration_subnets_span_the_sizes_of_random_subnets() -> None:
-    from ofa_core.ops import subnet_macs
-    from profiler.pipeline import ProfileRequest
+    from ofakit.ofa_core.ops import subnet_macs
+    from ofakit.profiler.pipeline import ProfileRequest
 
     req = ProfileRequest(calibration_subnets=12, resolutions=(128, 176, 224))
     cal = req.calibration_archs()

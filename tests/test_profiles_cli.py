@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from device_profiles import store
+from ofakit.device_profiles import store
 
 LUT_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "ofa_note10_lut"
 
@@ -33,7 +33,7 @@ def test_list_show_compare(cli, tmp_path, monkeypatch):
     # a device twice as slow on every op: ratio 2 everywhere, the same ranking
     from dataclasses import replace
 
-    from device_profiles import Profile, ProfileMeta, load_profile
+    from ofakit.device_profiles import Profile, ProfileMeta, load_profile
 
     n10 = load_profile("note10")
     slow = Profile(ProfileMeta(**{**vars(n10.meta), "name": "slow"}), [replace(e, ms=2 * e.ms) for e in n10])

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 import yaml
 
-import device_profiles
-from device_profiles import OpStats, Profile, ProfileError, ProfileMeta, load_profile
-from device_profiles.ofa_yaml import export_ofa, import_ofa
-from ofa_core.ops import MissingOpError, OpSpec, enumerate_ops, resolution_ops, subnet_ops
-from ofa_core.space import DEFAULT_RESOLUTIONS, sample_batch, space_for_width
-from predictors.lut import CalibratedLUTPredictor, LUTPredictor
+import ofakit.device_profiles as device_profiles
+from ofakit.device_profiles import OpStats, Profile, ProfileError, ProfileMeta, load_profile
+from ofakit.device_profiles.ofa_yaml import export_ofa, import_ofa
+from ofakit.ofa_core.ops import MissingOpError, OpSpec, enumerate_ops, resolution_ops, subnet_ops
+from ofakit.ofa_core.space import DEFAULT_RESOLUTIONS, sample_batch, space_for_width
+from ofakit.predictors.lut import CalibratedLUTPredictor, LUTPredictor
 
 NOTE10 = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ofa_note10_lut"
 

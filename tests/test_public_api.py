@@ -56,7 +56,7 @@ def test_tables_are_dataframes_and_files_stay_csv_json(tmp_path):
 
     prof = load_profile("cpu-onnxruntime-1t")
     lut = prof.to_frame()
-    from device_profiles import LUT_COLUMNS
+    from ofakit.device_profiles import LUT_COLUMNS
 
     assert len(lut) == len(prof) and list(lut.columns) == list(LUT_COLUMNS)
     assert lut.attrs["name"] == prof.name and lut.attrs["backend"] == prof.meta.backend

@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from device_profiles import OpStats, Profile, ProfileError, ProfileMeta, load_profile
-from ofa_core.ops import enumerate_ops
-from ofa_core.space import ArchConfig, sample_batch, space_for_width
-from predictors.lut import CalibratedLUTPredictor, anchor_archs, state_factor
+from ofakit.device_profiles import OpStats, Profile, ProfileError, ProfileMeta, load_profile
+from ofakit.ofa_core.ops import enumerate_ops
+from ofakit.ofa_core.space import ArchConfig, sample_batch, space_for_width
+from ofakit.predictors.lut import CalibratedLUTPredictor, anchor_archs, state_factor
 
 FAST = ["--min-time", "0.003", "--rounds", "2", "--extra-rounds", "0"]
 
@@ -69,7 +69,7 @@ def test_recalibrate_stores_the_factor_and_predictions_scale_by_it(measured: Pat
     assert CalibratedLUTPredictor(prof, state=False).state_factor_ == 1.0
 
     # `ofakit predict` and the search's latency constraint go through the stored factor
-    from predictors.constraints import latency_constraint
+    from ofakit.predictors.constraints import latency_constraint
 
     arch = batch.to_configs()[0]
     (tmp_path / "a.json").write_text(json.dumps(arch.to_ofa_dict()))

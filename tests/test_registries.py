@@ -10,12 +10,12 @@ import pytest
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 
-from device_profiles import DEFAULT_PROFILE, load_profile
-from ofa_core.errors import UserError
-from ofa_core.space import sample_batch, space_for_width
-from predictors.registry import (create_predictor, default_predictor, list_predictors, register_predictor)
-from profiler.agent import ofakit_agent as agent
-from profiler.backends import backend_class, board_backends, list_backends, register_backend
+from ofakit.device_profiles import DEFAULT_PROFILE, load_profile
+from ofakit.ofa_core.errors import UserError
+from ofakit.ofa_core.space import sample_batch, space_for_width
+from ofakit.predictors.registry import (create_predictor, default_predictor, list_predictors, register_predictor)
+from ofakit.profiler.agent import ofakit_agent as agent
+from ofakit.profiler.backends import backend_class, board_backends, list_backends, register_backend
 
 BACKENDS = list_backends()
 PREDICTORS = list_predictors()
@@ -55,8 +55,8 @@ def test_the_agents_own_runtime_map_agrees_with_the_backend_classes():
 
 
 def test_check_and_inventory_derive_from_the_backend_classes():
-    from profiler.remote import check
-    from profiler.remote.inventory import InventoryError, parse_inventory
+    from ofakit.profiler.remote import check
+    from ofakit.profiler.remote.inventory import InventoryError, parse_inventory
 
     assert check.RUNTIME_MODULES == {n: c.runtime_modules for n, c in board_backends().items()}
     assert check.RUNTIME_PIP == {n: c.pip_name for n, c in board_backends().items()}
@@ -70,7 +70,7 @@ def test_check_and_inventory_derive_from_the_backend_classes():
 
 
 def test_a_backend_name_registered_twice_warns():
-    from profiler import backends
+    from ofakit.profiler import backends
 
     first = backend_class("onnxruntime")
     with pytest.warns(RuntimeWarning, match="registered twice"):
@@ -105,12 +105,12 @@ def fitted(name: str, profile):
     b = batch(profile, 24, seed=1)
     ms = profile.table().evaluate(b) * 1.2
     if name == "latency-regressor":
-        from predictors.regressors import LatencyRegressor
+        from ofakit.predictors.regressors import LatencyRegressor
 
         return LatencyRegressor(model="ridge", profile=profile).fit(b, ms)
     if name == "few-shot":
-        from predictors.fewshot import FewShotPredictor
-        from predictors.lut import LUTPredictor
+        from ofakit.predictors.fewshot import FewShotPredictor
+        from ofakit.predictors.lut import LUTPredictor
 
         return FewShotPredictor(references={"lut": LUTPredictor(profile)}, n_basis=200).fit(b, ms)
     pytest.fail(f"no fixture for the registered predictor {name!r}: add one here")
@@ -142,7 +142,7 @@ def test_unfitted_saved_kinds_raise_sklearns_not_fitted_error(name, shipped):
 
 
 def test_calibrated_keeps_its_features_argument_when_it_loads_the_stored_calibration(shipped):
-    from predictors.lut import CalibratedLUTPredictor
+    from ofakit.predictors.lut import CalibratedLUTPredictor
 
     pred = CalibratedLUTPredictor(shipped, features=("lut_ms",))
     pred.predict(batch(shipped))  # loads the stored calibration (its own features)
@@ -160,8 +160,8 @@ def test_calibrated_without_a_calibration_is_not_fitted(bare):
 
 
 def test_a_predictor_name_registered_twice_warns(bare):
-    from predictors import registry
-    from predictors.lut import LUTPredictor
+    from ofakit.predictors import registry
+    from ofakit.predictors.lut import LUTPredictor
 
     with pytest.warns(RuntimeWarning, match="registered twice"):
         register_predictor("lut")(type("Impostor", (LUTPredictor,), {}))

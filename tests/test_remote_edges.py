@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 
 from ofakit.cli import main
-from profiler.agent import ofakit_agent as agent
-from profiler.backends import get_backend
-from profiler.remote.inventory import load_inventory
-from profiler.remote.runner import SSHRunner
-from profiler.remote.ssh import Connection, RemoteCommandError, RemoteError, ssh_options
+from ofakit.profiler.agent import ofakit_agent as agent
+from ofakit.profiler.backends import get_backend
+from ofakit.profiler.remote.inventory import load_inventory
+from ofakit.profiler.remote.runner import SSHRunner
+from ofakit.profiler.remote.ssh import Connection, RemoteCommandError, RemoteError, ssh_options
 from sshd import inventory_text, make_key, ssh_env, sshd_server, trust  # noqa: F401 - fixtures
 from test_remote_profile import env, fast_job, model_cache, subset_models  # noqa: F401 - fixtures
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from profiler.remote.inventory import InventoryError, default_inventory_path, load_inventory
+from ofakit.profiler.remote.inventory import InventoryError, default_inventory_path, load_inventory
 
 GOOD = """
 version: 1

@@ -12,17 +12,17 @@ from pathlib import Path
 import pytest
 
 from ofakit.cli import main
-from profiler.agent import ofakit_agent as agent
-from profiler.backends import get_backend
-from profiler.builder import Builder
-from profiler.items import Item
-from profiler.pipeline import ProfileRequest, profile_device
-from profiler.remote.fleet import request_items
-from profiler.remote.inventory import load_inventory
-from profiler.remote.runner import SSHRunner, merge_journals
-from profiler.remote.ssh import RemoteError, ssh_options
-from ofa_core.ops import resolution_ops
-from ofa_core.space import space_for_width
+from ofakit.profiler.agent import ofakit_agent as agent
+from ofakit.profiler.backends import get_backend
+from ofakit.profiler.builder import Builder
+from ofakit.profiler.items import Item
+from ofakit.profiler.pipeline import ProfileRequest, profile_device
+from ofakit.profiler.remote.fleet import request_items
+from ofakit.profiler.remote.inventory import load_inventory
+from ofakit.profiler.remote.runner import SSHRunner, merge_journals
+from ofakit.profiler.remote.ssh import RemoteError, ssh_options
+from ofakit.ofa_core.ops import resolution_ops
+from ofakit.ofa_core.space import space_for_width
 from sshd import SKIP_REASON, SSHServer, inventory_text, ssh_env, sshd_available, sshd_server, trust  # noqa: F401
 
 R = 32  # tiny feature maps: every op times in well under a millisecond
@@ -74,7 +74,7 @@ def test_profile_over_ssh_matches_local_key_set(env, sshd_server, capsys):
     assert "unknown host key" in err and "--accept-new-host-key" in err
 
     assert main(["profile", "pi", *FAST, "-i", str(inv), "--accept-new-host-key"]) == 0
-    from device_profiles import load_profile
+    from ofakit.device_profiles import load_profile
 
     remote = load_profile("pi-onnxruntime-1t")
     local = profile_device(ProfileRequest(device="cpu", resolutions=(R,), calibration_subnets=0, job=fast_job(1)),
@@ -175,7 +175,7 @@ def test_two_boards_in_parallel_one_with_only_numpy_and_onnxruntime(env, model_c
         assert main(["profile", "--tag", "lab", *FAST, "-i", str(inv)]) == 0
         out = capsys.readouterr()
         assert "pi-a-onnxruntime-1t" in out.out + out.err and "boards" in out.err
-    from device_profiles import load_profile
+    from ofakit.device_profiles import load_profile
 
     spans = []
     for name in ("pi-a", "pi-b"):
@@ -266,7 +266,7 @@ def test_op_timeout_reaches_the_boards_agent(env, sshd_server, tmp_path, capsys)
     assert main(["profile", "pi", *FAST, "-i", str(inv), "--op-timeout", "7.5"]) == 0
     measure = [ln.split() for ln in argv_log.read_text().splitlines() if " measure " in f" {ln} "]
     assert measure and all(a[a.index("--timeout") + 1] == "7.5" for a in measure)
-    from device_profiles import load_profile
+    from ofakit.device_profiles import load_profile
 
     assert load_profile("pi-onnxruntime-1t").meta.method["job"]["timeout_s"] == 7.5
     assert main(["profile", "pi", *FAST, "-i", str(inv), "--op-timeout", "0"]) == 2  # typer's min=0.1

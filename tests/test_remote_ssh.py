@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from ofakit.cli import main
-from profiler.remote.check import assess, run_probe
-from profiler.remote.inventory import load_inventory
-from profiler.remote.probe import parse_throttled
-from profiler.remote.ssh import ConnectionLost, Connection, RemoteTimeout, ssh_options
+from ofakit.profiler.remote.check import assess, run_probe
+from ofakit.profiler.remote.inventory import load_inventory
+from ofakit.profiler.remote.probe import parse_throttled
+from ofakit.profiler.remote.ssh import ConnectionLost, Connection, RemoteTimeout, ssh_options
 from sshd import inventory_text, make_key, ssh_env, sshd_server, trust  # noqa: F401 - fixtures
 
 PROBE = Path(__file__).resolve().parents[1] / "profiler" / "remote" / "probe.py"
@@ -38,8 +38,8 @@ def test_unknown_host_key_refused_then_accepted_and_recorded(ssh_env, sshd_serve
     err = one_line_error(capsys)
     assert "unknown host key" in err and "--accept-new-host-key" in err and "SHA256:" in err
     assert not kh.exists()
-    from profiler.devices import RemoteSettings, board as find_board
-    from profiler.remote.ssh import Connection, HostKeyError
+    from ofakit.profiler.devices import RemoteSettings, board as find_board
+    from ofakit.profiler.remote.ssh import Connection, HostKeyError
 
     with pytest.raises(HostKeyError) as info:  # the library names the argument, not the CLI's option
         Connection(find_board("b", RemoteSettings(inv)), RemoteSettings(inv, retries=0).ssh_options()).open()
@@ -150,7 +150,7 @@ def test_board_side_files_are_python37_syntax():
     """probe.py and the agent run on boards with Python >= 3.7: their syntax must parse under 3.7's grammar."""
     import ast
 
-    from profiler.agent import AGENT_FILE
+    from ofakit.profiler.agent import AGENT_FILE
 
     for path in (PROBE, AGENT_FILE):
         ast.parse(Path(path).read_text(), filename=str(path), feature_version=(3, 7))

@@ -14,15 +14,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from device_profiles.ofa_yaml import import_ofa
-from ofa_core.errors import UserError
-from ofa_core.ops import subnet_macs, subnet_params
-from ofa_core.search import (Constraint, EvolutionSearch, OpSumPredictor, SearchConfig, flops_constraint,
+from ofakit.device_profiles.ofa_yaml import import_ofa
+from ofakit.ofa_core.errors import UserError
+from ofakit.ofa_core.ops import subnet_macs, subnet_params
+from ofakit.ofa_core.search import (Constraint, EvolutionSearch, OpSumPredictor, SearchConfig, flops_constraint,
                              params_constraint, sweep)
-from ofa_core.space import ArchBatch, as_batch, encode_general, load_arch, mutate_batch, sample_batch, space_for_width
+from ofakit.ofa_core.space import ArchBatch, as_batch, encode_general, load_arch, mutate_batch, sample_batch, space_for_width
 from ofakit.cli import main
-from predictors.accuracy import load_accuracy_predictor
-from predictors.lut import LUTPredictor
+from ofakit.predictors.accuracy import load_accuracy_predictor
+from ofakit.predictors.lut import LUTPredictor
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 LUT_DIR = SHARED / "data" / "ofa_note10_lut"
@@ -221,8 +221,8 @@ def test_cli_ofa_flag_runs_the_plain_algorithm(profile_dir, capsys):
 def test_cli_uses_a_profiles_calibration_synthetic_times(tmp_path, monkeypatch, capsys, note10):
     """A profile with a calibration is searched with its calibrated predictor (times here synthetic: 1.3x the
     LUT sum + 2 ms, standing in for measured subnets)."""
-    from device_profiles import load_profile
-    from predictors.lut import CalibratedLUTPredictor
+    from ofakit.device_profiles import load_profile
+    from ofakit.predictors.lut import CalibratedLUTPredictor
 
     archs = sample_batch(np.random.default_rng(0), 40, space_for_width(1.2), RES)
     ms = 1.3 * LUTPredictor(note10).predict(archs) + 2.0
@@ -282,7 +282,7 @@ def test_cli_mistakes_give_one_line_and_exit_2(profile_dir, capsys, args, expect
 def test_cli_predictor_option_names_the_latency_predictor_or_a_saved_one(profile_dir, capsys, tmp_path, note10):
     """`--predictor lut` drives every --profile's constraint; a saved predictor folder (fit-latency, few-shot) is
     a device of its own with its --latency after the profiles'."""
-    from predictors.regressors import LatencyRegressor
+    from ofakit.predictors.regressors import LatencyRegressor
 
     b = sample_batch(np.random.default_rng(5), 40, space_for_width(1.2), RES)
     folder = LatencyRegressor(model="ridge", profile=note10).fit(b, note10.table().evaluate(b) * 1.5).save(

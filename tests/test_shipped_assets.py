@@ -5,9 +5,9 @@ import json
 
 import numpy as np
 
-from device_profiles import load_profile, store
-from ofa_core.space import sample_batch, space_for_width
-from predictors.accuracy import AccuracyMLP, load_accuracy_predictor
+from ofakit.device_profiles import load_profile, store
+from ofakit.ofa_core.space import sample_batch, space_for_width
+from ofakit.predictors.accuracy import AccuracyMLP, load_accuracy_predictor
 
 
 def test_note10_and_ofa_predictor_are_shipped():

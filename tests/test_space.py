@@ -6,8 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from ofa_core.errors import ArchError, UserError
-from ofa_core.space import (MAX_DEPTH, N_BLOCKS, ArchBatch, ArchConfig, crossover_batch, encode_general, encode_ofa,
+from ofakit.ofa_core.errors import ArchError, UserError
+from ofakit.ofa_core.space import (MAX_DEPTH, N_BLOCKS, ArchBatch, ArchConfig, crossover_batch, encode_general, encode_ofa,
                             load_arch, mutate_batch, sample_arch, sample_batch, space_for_width)
 
 GOOD = {"ks": [3, 5, 7, 3] * 5, "e": [3, 4, 6, 6] * 5, "d": [2, 3, 4, 2, 3], "r": 160}

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import yaml
 
-from device_profiles import SHIPPED_DIR
-from ofa_core.errors import UserError
-from ofa_core.space import sample_arch, space_for_width
-from ofa_core.train.config import load_config
+from ofakit.device_profiles import SHIPPED_DIR
+from ofakit.ofa_core.errors import UserError
+from ofakit.ofa_core.space import sample_arch, space_for_width
+from ofakit.ofa_core.train.config import load_config
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 NOTE10 = SHARED / "data" / "ofa_note10_lut"
@@ -110,8 +110,8 @@ def test_import_ofa_bad_numbers_missing_entries_and_duplicates(cli, tmp_path, me
 
 @pytest.mark.parametrize("meta_edit, words", [({"y_std": -1.0}, "y_std"), ({"y_mean": 5.0}, "y_mean")])
 def test_accuracy_predictor_output_scale(tmp_path, meta_edit, words):
-    from predictors.accuracy import AccuracyMLP
-    from predictors.persist import _canonical, _sha256
+    from ofakit.predictors.accuracy import AccuracyMLP
+    from ofakit.predictors.persist import _canonical, _sha256
     archs = [sample_arch(np.random.default_rng(i), space_for_width(1.0), resolutions=[160]) for i in range(20)]
     folder = AccuracyMLP(hidden=(8,), epochs=2, random_state=0).fit(archs, np.linspace(0.6, 0.8, 20)) \
         .save(tmp_path / "mlp")

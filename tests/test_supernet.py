@@ -6,11 +6,11 @@ import pytest
 import torch
 from torch import nn
 
-from ofa_core.bn import recalibrate_bn
-from ofa_core.errors import ArchError, UserError
-from ofa_core.space import ArchConfig, space_for_width
-from ofa_core.static import StaticSubnet, build_subnet
-from ofa_core.supernet import DynamicMBConv, OFAMobileNetV3, depthwise_same
+from ofakit.ofa_core.bn import recalibrate_bn
+from ofakit.ofa_core.errors import ArchError, UserError
+from ofakit.ofa_core.space import ArchConfig, space_for_width
+from ofakit.ofa_core.static import StaticSubnet, build_subnet
+from ofakit.ofa_core.supernet import DynamicMBConv, OFAMobileNetV3, depthwise_same
 
 N_CLASSES = 10
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ofa_core.errors import UserError
-from ofa_core.train.config import builtin_config, load_config, parse_config, resolve_config
+from ofakit.ofa_core.errors import UserError
+from ofakit.ofa_core.train.config import builtin_config, load_config, parse_config, resolve_config
 
 BASE = {
     "seed": 0,

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from ofa_core.errors import UserError
-from ofa_core.space import ArchConfig
-from ofa_core.static import build_subnet
-from ofa_core.train.data import CenterCrop, ImageFolder, RandomResizedCrop, TensorImages, eval_batches, \
+from ofakit.ofa_core.errors import UserError
+from ofakit.ofa_core.space import ArchConfig
+from ofakit.ofa_core.static import build_subnet
+from ofakit.ofa_core.train.data import CenterCrop, ImageFolder, RandomResizedCrop, TensorImages, eval_batches, \
     fashion_mnist, make_splits, open_source, prefetch, read_idx, train_batch
-from ofa_core.train.evaluate import crop_depthwise_to_input
+from ofakit.ofa_core.train.evaluate import crop_depthwise_to_input
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -145,7 +145,7 @@ def test_depthwise_kernel_crop_is_exact(r):
 
 
 def test_batch_cache_reuses_batches_and_keeps_accuracy(fmnist):
-    from ofa_core.train.evaluate import BatchCache, static_accuracy
+    from ofakit.ofa_core.train.evaluate import BatchCache, static_accuracy
     splits = make_splits(fmnist, holdout=300, eval_images=120, calib_images=60)
     cache = BatchCache()
     first = cache.batches(fmnist, splits.holdout, 32, 50, 1.0, torch.device("cpu"))
@@ -167,7 +167,7 @@ def test_batch_cache_reuses_batches_and_keeps_accuracy(fmnist):
 
 
 def test_cuda_device_without_gpu_is_one_clear_error(monkeypatch):
-    from ofa_core.train.dist import init_distributed
+    from ofakit.ofa_core.train.dist import init_distributed
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(UserError, match="no CUDA device"):

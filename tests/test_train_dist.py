@@ -12,8 +12,8 @@ from pathlib import Path
 import torch
 import yaml
 
-from ofa_core.supernet import OFAMobileNetV3
-from ofa_core.train.accuracy_dataset import dataset_archs
+from ofakit.ofa_core.supernet import OFAMobileNetV3
+from ofakit.ofa_core.train.accuracy_dataset import dataset_archs
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -22,7 +22,7 @@ WORKER = textwrap.dedent("""
     import sys
 
     import torch
-    from ofa_core.train import ProgressiveShrinking, build_accuracy_dataset, init_distributed, load_config, shutdown
+    from ofakit.ofa_core.train import ProgressiveShrinking, build_accuracy_dataset, init_distributed, load_config, shutdown
 
     env = init_distributed("cpu")
     cfg, out = load_config(sys.argv[1]), sys.argv[2]

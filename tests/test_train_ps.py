@@ -14,8 +14,8 @@ import pytest
 import torch
 import yaml
 
-from ofa_core.train.accuracy_dataset import dataset_archs
-from ofa_core.train.checkpoint import model_state
+from ofakit.ofa_core.train.accuracy_dataset import dataset_archs
+from ofakit.ofa_core.train.checkpoint import model_state
 from ofakit.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -127,7 +127,7 @@ def test_accuracy_dataset_resumes_and_repairs_a_torn_line(run, tmp_path: Path, c
     assert all(set(r) == {"ks", "e", "d", "r", "width", "acc"} and 0 <= r["acc"] <= 1 for r in records)
     want = {(tuple(a.ks), tuple(a.e), tuple(a.d), a.r) for a in dataset_archs(5, 1.0, (32, 48))}
     assert {(tuple(r["ks"]), tuple(r["e"]), tuple(r["d"]), r["r"]) for r in records} == want
-    from predictors.accuracy import load_accuracy_jsonl
+    from ofakit.predictors.accuracy import load_accuracy_jsonl
     batch, values = load_accuracy_jsonl(acc)
     assert len(batch) == 5 and values.tolist() == [r["acc"] for r in records]
     # without the run's config next to the checkpoint the held-out split is unknown: refused
@@ -139,8 +139,8 @@ def test_accuracy_dataset_resumes_and_repairs_a_torn_line(run, tmp_path: Path, c
 
 
 def test_schedule_loss_and_optimizer_pieces():
-    from ofa_core.train.config import OptimConfig
-    from ofa_core.train.trainer import lr_at, make_optimizer, soft_target_loss
+    from ofakit.ofa_core.train.config import OptimConfig
+    from ofakit.ofa_core.train.trainer import lr_at, make_optimizer, soft_target_loss
     lrs = [lr_at(s, 100, 10, 0.5) for s in range(100)]
     assert lrs[0] == 0.05 and lrs[9] == 0.5 and lrs[10] == 0.5  # linear warm-up, then cosine from the peak
     assert all(a >= b for a, b in zip(lrs[10:], lrs[11:])) and lrs[-1] < 1e-3

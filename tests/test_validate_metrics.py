@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from device_profiles import OpStats, Profile, ProfileMeta
-from ofa_core.errors import UserError
-from ofa_core.ops import enumerate_ops
-from ofa_core.space import sample_batch, space_for_width
+from ofakit.device_profiles import OpStats, Profile, ProfileMeta
+from ofakit.ofa_core.errors import UserError
+from ofakit.ofa_core.ops import enumerate_ops
+from ofakit.ofa_core.space import sample_batch, space_for_width
 from ofakit.validation import fidelity, format_table, job_of, sample_test_archs, validate_profile
-from profiler.pipeline import default_job
+from ofakit.profiler.pipeline import default_job
 
 
 def test_fidelity_figures() -> None:
@@ -68,7 +68,7 @@ def test_imported_profiles_are_refused_in_one_line() -> None:
 
 
 def test_state_factor_is_the_median_ratio_of_anchors_measured_both_times() -> None:
-    from predictors.lut import state_factor
+    from ofakit.predictors.lut import state_factor
 
     then = [4.0, 5.0, 6.0, 8.0, 10.0]
     now = [4.4, 5.5, np.nan, 8.0, 12.0]  # ratios 1.1, 1.1, -, 1.0, 1.2 -> median 1.1
@@ -131,7 +131,7 @@ def test_state_adjusted_row_replaces_a_stored_factor_by_the_one_measured_now() -
 
 
 def test_anchors_spread_over_the_calibration_subnets() -> None:
-    from predictors.lut import anchor_archs
+    from ofakit.predictors.lut import anchor_archs
 
     cal = sample_batch(np.random.default_rng(9), 30, resolutions=[160, 192]).to_configs()
     prof = _profile({"fit_archs": [a.to_json() for a in cal]})

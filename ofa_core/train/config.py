@@ -1,7 +1,7 @@
 """Training configuration: one YAML file holds every phase of a progressive-shrinking schedule.
 
 Configs are frozen dataclasses parsed from plain YAML mappings by :func:`parse_config`; every field is type-
-checked and range-checked, and a mistake raises :class:`~ofa_core.errors.UserError` naming the field
+checked and range-checked, and a mistake raises :class:`~ofakit.ofa_core.errors.UserError` naming the field
 (``phases[2].lr: must be > 0``). Shipped schedules live in ``ofa_core/configs/*.yaml`` (:func:`builtin_config`).
 """
 from __future__ import annotations

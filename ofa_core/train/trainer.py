@@ -1,6 +1,6 @@
 """Progressive shrinking (OFA, arXiv:1908.09791 sec. 3.2) with knowledge distillation, one process or ``torchrun``.
 
-Phases come from a :class:`~ofa_core.train.config.TrainConfig`: the full network first (it becomes the frozen
+Phases come from a :class:`~ofakit.ofa_core.train.config.TrainConfig`: the full network first (it becomes the frozen
 teacher), then elastic kernel, depth and expand ratio, each phase sampling subnets only from its own choices.
 Per step every rank draws the same resolution and the same ``subnets_per_step`` subnets (all seeded from
 ``(seed, phase, step)``), runs them on its share of the batch and sums their losses -- cross entropy with label

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, List, Optional
 import typer
 
 if TYPE_CHECKING:
-    from profiler.devices import RemoteSettings
+    from ofakit.profiler.devices import RemoteSettings
 
 devices_app = typer.Typer(help="Boards reachable over SSH (inventory: --inventory, $OFAKIT_INVENTORY or "
                                "~/.config/ofakit/devices.yaml).", no_args_is_help=True)
@@ -29,7 +29,7 @@ TagOpt = typer.Option(None, "--tag", help="Profile every board with this tag or 
 def remote_settings(inventory: Optional[Path], accept_new_host_key: bool, connect_timeout: float, retries: int,
                     reconnects: int) -> RemoteSettings:
     """The board-related options of `profile` / `validate` / `profile recalibrate`."""
-    from profiler.devices import RemoteSettings
+    from ofakit.profiler.devices import RemoteSettings
 
     return RemoteSettings(inventory, accept_new_host_key, connect_timeout, retries, reconnects)
 
@@ -41,7 +41,7 @@ def list_cmd(inventory: Optional[Path] = InventoryOpt,
     from rich.console import Console
     from rich.table import Table
 
-    from profiler.remote.inventory import load_inventory
+    from ofakit.profiler.remote.inventory import load_inventory
 
     inv = load_inventory(inventory)
     if as_json:
@@ -64,10 +64,10 @@ def check_cmd(names: List[str] = typer.Argument(None, help="Device names (defaul
     """Connect to boards and report Python, numpy, runtime, CPU, governor, temperature and throttling."""
     from rich.console import Console
 
-    from profiler.devices import select_boards
-    from profiler.remote.check import check_device
-    from profiler.remote.inventory import load_inventory
-    from profiler.remote.ssh import Connection, RemoteError
+    from ofakit.profiler.devices import select_boards
+    from ofakit.profiler.remote.check import check_device
+    from ofakit.profiler.remote.inventory import load_inventory
+    from ofakit.profiler.remote.ssh import Connection, RemoteError
 
     remote = remote_settings(inventory, accept_new_host_key, connect_timeout, retries, 0)
     devices = (select_boards(names or (), tag, remote) if names or tag
@@ -134,9 +134,9 @@ def clean_cmd(name: str = typer.Argument(..., help="Device name."), inventory: O
               accept_new_host_key: bool = AcceptOpt, connect_timeout: float = TimeoutOpt,
               retries: int = RetriesOpt) -> None:
     """Remove ofakit's work folder (agent, cached op models, unfinished results) from a board."""
-    from ofa_core.errors import UserError
-    from profiler.devices import board
-    from profiler.remote.ssh import Connection
+    from ofakit.ofa_core.errors import UserError
+    from ofakit.profiler.devices import board
+    from ofakit.profiler.remote.ssh import Connection
 
     remote = remote_settings(inventory, accept_new_host_key, connect_timeout, retries, 0)
     dev = board(name, remote)

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from ofa_core.fileio import check_out
+from ofakit.ofa_core.fileio import check_out
 
 CHECK_TOLERANCE = 1e-4
 
@@ -36,15 +36,15 @@ def register(app: typer.Typer) -> None:
         check_out(out, "file")
         import torch
 
-        from ofa_core.export import EXPORTERS, max_abs_diff
-        from ofa_core.space import load_arch
-        from ofa_core.static import build_subnet
+        from ofakit.ofa_core.export import EXPORTERS, max_abs_diff
+        from ofakit.ofa_core.space import load_arch
+        from ofakit.ofa_core.static import build_subnet
 
         cfg = load_arch(str(arch), width)
         torch.manual_seed(seed)
         if weights is not None:
-            from ofa_core.supernet import OFAMobileNetV3
-            from ofa_core.supernet_weights import load_supernet_state, read_supernet_state
+            from ofakit.ofa_core.supernet import OFAMobileNetV3
+            from ofakit.ofa_core.supernet_weights import load_supernet_state, read_supernet_state
 
             state = read_supernet_state(weights)
             net = OFAMobileNetV3(width=cfg.width, n_classes=int(state["classifier.linear.weight"].shape[0]))

@@ -12,8 +12,8 @@ from typing import Any, List, Optional
 
 import typer
 
-from ofa_core.errors import UserError
-from ofa_core.fileio import check_out
+from ofakit.ofa_core.errors import UserError
+from ofakit.ofa_core.fileio import check_out
 
 
 def _hidden(text: str) -> tuple[int, ...]:
@@ -29,7 +29,7 @@ def _hidden(text: str) -> tuple[int, ...]:
 def _save_target(out: Optional[Path], name: Optional[str]) -> Path:
     """Where a fitted latency predictor goes: ``--out FOLDER``, or ``--name NAME`` in the user's profile folder
     (then found by that name like a profile)."""
-    from device_profiles.store import write_folder
+    from ofakit.device_profiles.store import write_folder
 
     if (out is None) == (name is None):
         raise UserError("give either --out FOLDER or --name NAME (saved in your profile folder)")
@@ -46,7 +46,7 @@ MODEL_SUFFIXES = (".onnx", ".tflite", ".pt", ".pth", ".pb", ".h5")
 def read_arch_records(path: Path) -> list[tuple[str, dict]]:
     """(label, OFA arch dict) for every subnet in an arch file: one JSON dict, a JSON list of them, JSON lines,
     or a CSV whose rows hold an ``arch`` column or ``ks, e, d, r`` columns (what ofakit writes)."""
-    from ofa_core.records import parse_csv_arch_row
+    from ofakit.ofa_core.records import parse_csv_arch_row
 
     accepted = ("predict reads arch files: OFA's arch dict as JSON (one, a JSON list or JSON lines) or a CSV with "
                 "an arch column (ofakit search --sweep, validate); `ofakit sample` writes some")
@@ -97,8 +97,8 @@ class Column:
 
 def latency_columns(profiles: List[str], predictor: Optional[str]) -> list[Column]:
     """The predictors `predict` reports, one per profile (default: this CPU's), or the saved one."""
-    from device_profiles import DEFAULT_PROFILE, load_profile
-    from predictors.registry import create_predictor, default_predictor, list_predictors
+    from ofakit.device_profiles import DEFAULT_PROFILE, load_profile
+    from ofakit.predictors.registry import create_predictor, default_predictor, list_predictors
 
     if predictor is not None and predictor not in list_predictors(saved=False):
         pred = create_predictor(predictor)
@@ -117,8 +117,8 @@ def latency_columns(profiles: List[str], predictor: Optional[str]) -> list[Colum
 
 def predict_column(col: Column, records: list[tuple[str, dict]], width: Optional[float]) -> list[float]:
     """Predicted ms of every (label, arch dict) on one column (archs without a width take the column's)."""
-    from ofa_core.errors import ArchError
-    from ofa_core.space import ArchBatch, ArchConfig
+    from ofakit.ofa_core.errors import ArchError
+    from ofakit.ofa_core.space import ArchBatch, ArchConfig
 
     configs = []
     for label, d in records:
@@ -192,7 +192,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Train the MLP accuracy predictor; prints RMSE (points), Kendall tau and Spearman on the held-out split."""
         check_out(out, "folder")
-        from predictors.accuracy import AccuracyMLP, accuracy_metrics, load_accuracy_jsonl
+        from ofakit.predictors.accuracy import AccuracyMLP, accuracy_metrics, load_accuracy_jsonl
 
         archs, acc = load_accuracy_jsonl(data)
         test_set = load_accuracy_jsonl(test) if test is not None else None
@@ -224,8 +224,8 @@ def register(app: typer.Typer) -> None:
         check_out(out, "folder")
         import numpy as np
 
-        from predictors.metrics import latency_metrics
-        from predictors.regressors import LatencyRegressor, load_measured
+        from ofakit.predictors.metrics import latency_metrics
+        from ofakit.predictors.regressors import LatencyRegressor, load_measured
 
         dest = _save_target(out, name)
         archs, ms = load_measured(data, width)
@@ -254,8 +254,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Build a latency predictor for a new device from a few measured subnets and known devices' LUTs."""
         check_out(out, "folder")
-        from predictors.fewshot import fit_few_shot
-        from predictors.regressors import load_measured
+        from ofakit.predictors.fewshot import fit_few_shot
+        from ofakit.predictors.regressors import load_measured
 
         dest = _save_target(out, name)
         archs, ms = load_measured(data, width)

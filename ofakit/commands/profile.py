@@ -13,8 +13,8 @@ import click
 import typer
 from typer.core import TyperGroup
 
-from ofa_core.errors import UserError
-from ofa_core.fileio import check_out
+from ofakit.ofa_core.errors import UserError
+from ofakit.ofa_core.fileio import check_out
 
 from . import devices as remote_cli
 
@@ -70,7 +70,7 @@ def measure_cmd(
     """Measure every distinct operator of the space on DEVICE (or on boards over SSH, in parallel) and write its
     profile (resumes if interrupted)."""
     check_out(out, "folder")
-    from profiler.pipeline import ProfileRequest
+    from ofakit.profiler.pipeline import ProfileRequest
 
     from ..workflows import few_shot as fit_few_shot_on
     from ..workflows import log_to_stderr as log_line
@@ -109,8 +109,8 @@ def import_ofa_cmd(
 ) -> None:
     """Import OFA's YAML latency tables as a device profile."""
     check_out(out, "folder")
-    from device_profiles.ofa_yaml import import_ofa
-    from device_profiles.store import write_folder
+    from ofakit.device_profiles.ofa_yaml import import_ofa
+    from ofakit.device_profiles.store import write_folder
 
     target = out or write_folder(name)
     prof = import_ofa(folder, name, width)
@@ -125,8 +125,8 @@ def export_ofa_cmd(
 ) -> None:
     """Write a profile as OFA's YAML latency tables (one file per resolution)."""
     check_out(folder, "folder", "FOLDER")
-    from device_profiles import load_profile
-    from device_profiles.ofa_yaml import export_ofa
+    from ofakit.device_profiles import load_profile
+    from ofakit.device_profiles.ofa_yaml import export_ofa
 
     prof = load_profile(profile)
     files = export_ofa(prof, folder)

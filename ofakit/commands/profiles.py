@@ -12,7 +12,7 @@ from typing import Any, Optional
 
 import typer
 
-from ofa_core.errors import UserError
+from ofakit.ofa_core.errors import UserError
 
 profiles_app = typer.Typer(no_args_is_help=True, help="List, show and compare device profiles.")
 
@@ -42,7 +42,7 @@ def _resolutions(res: list[int]) -> str:
 
 def describe(folder: Path) -> dict[str, Any]:
     """One row of `profiles list` for a profile or saved predictor folder (a damaged one says so)."""
-    from device_profiles import store
+    from ofakit.device_profiles import store
 
     where = "shipped" if store.is_shipped(folder) else "yours"
     row: dict[str, Any] = {"name": folder.name, "where": where, "path": str(folder)}
@@ -73,7 +73,7 @@ COLUMNS = ("name", "device", "backend", "threads", "width", "resolutions", "sour
 @profiles_app.command("list")
 def list_cmd(as_json: bool = typer.Option(False, "--json", help="One JSON object per line.")) -> None:
     """Every profile and saved latency predictor, yours first shadowing shipped ones of the same name."""
-    from device_profiles import store
+    from ofakit.device_profiles import store
 
     rows = []
     for name, folders in sorted(store.entries().items()):
@@ -96,8 +96,8 @@ def list_cmd(as_json: bool = typer.Option(False, "--json", help="One JSON object
 @profiles_app.command("show")
 def show_cmd(name: str = typer.Argument(..., help="Profile name or folder.")) -> None:
     """What a profile describes, how it was made and how well it predicts."""
-    from device_profiles import load_profile
-    from predictors.registry import default_predictor
+    from ofakit.device_profiles import load_profile
+    from ofakit.predictors.registry import default_predictor
 
     prof = load_profile(name)
     m = prof.meta
@@ -138,9 +138,9 @@ def compare_cmd(
     import numpy as np
     from scipy.stats import spearmanr
 
-    from device_profiles import load_profile
-    from ofa_core.space import sample_batch, space_for_width
-    from predictors.registry import create_predictor, default_predictor
+    from ofakit.device_profiles import load_profile
+    from ofakit.ofa_core.space import sample_batch, space_for_width
+    from ofakit.predictors.registry import create_predictor, default_predictor
 
     pa, pb = load_profile(a), load_profile(b)
     if pa.meta.width != pb.meta.width:

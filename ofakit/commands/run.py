@@ -26,9 +26,9 @@ def run_cmd(
     threads: int = typer.Option(1, "--threads", "-t", help="Runtime threads."),
 ) -> None:
     """Profile this CPU (quick), validate on held-out subnets, print the table, write the plot."""
-    from device_profiles import DEFAULT_PROFILE, ProfileError, load_profile
-    from predictors.registry import create_predictor
-    from profiler.pipeline import ProfileRequest
+    from ofakit.device_profiles import DEFAULT_PROFILE, ProfileError, load_profile
+    from ofakit.predictors.registry import create_predictor
+    from ofakit.profiler.pipeline import ProfileRequest
 
     from ..validation import fidelity, format_table, state_line, validate_profile, write_outputs
     from ..workflows import log_to_stderr, make_job, parse_resolutions, profile

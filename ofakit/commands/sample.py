@@ -9,13 +9,13 @@ from typing import Optional
 
 import typer
 
-from ofa_core.errors import UserError
+from ofakit.ofa_core.errors import UserError
 
 
 def write_archs(archs: list[dict], out: Optional[Path]) -> str:
     """Write arch dicts: FOLDER/arch-000.json ... (a new folder appears whole), FILE.json (one arch, or a JSON
     list), FILE.jsonl (JSON lines), or stdout (JSON lines). Returns what was written, for the user."""
-    from ofa_core.fileio import atomic_write_text
+    from ofakit.ofa_core.fileio import atomic_write_text
 
     lines = [json.dumps(a, separators=(", ", ": ")) for a in archs]
     if out is None:
@@ -58,7 +58,7 @@ def register(app: typer.Typer) -> None:
         """Draw random subnets uniformly (OFA's sampler) and write them as arch files for predict / export."""
         import numpy as np
 
-        from ofa_core.space import sample_batch, space_for_width
+        from ofakit.ofa_core.space import sample_batch, space_for_width
 
         from ..workflows import parse_resolutions
 

@@ -17,8 +17,8 @@ from typing import Any, List, Optional
 
 import typer
 
-from ofa_core.errors import UserError
-from ofa_core.fileio import check_out, staged_folder
+from ofakit.ofa_core.errors import UserError
+from ofakit.ofa_core.fileio import check_out, staged_folder
 
 OFA_RESOLUTIONS = "160,176,192,208,224"  # predictors.constraints.OFA_RESOLUTIONS, as the option's text
 
@@ -42,7 +42,7 @@ def write_front(results: list, bounds: list[float], constraints: list, out: Path
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from device_profiles import atomic_write_text
+    from ofakit.device_profiles import atomic_write_text
 
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
@@ -110,12 +110,12 @@ def register(app: typer.Typer) -> None:
         check_out(out, "file")
         from threadpoolctl import threadpool_limits
 
-        from device_profiles import atomic_write_text
-        from ofa_core.search import EvolutionSearch, SearchConfig
-        from ofa_core.search import sweep as run_sweep
-        from predictors.accuracy import load_accuracy_predictor
-        from predictors.constraints import build_constraints
-        from predictors.registry import is_predictor_folder
+        from ofakit.device_profiles import atomic_write_text
+        from ofakit.ofa_core.search import EvolutionSearch, SearchConfig
+        from ofakit.ofa_core.search import sweep as run_sweep
+        from ofakit.predictors.accuracy import load_accuracy_predictor
+        from ofakit.predictors.constraints import build_constraints
+        from ofakit.predictors.registry import is_predictor_folder
 
         from ..workflows import parse_resolutions
 

@@ -11,8 +11,8 @@ from typing import Optional
 
 import typer
 
-from ofa_core.errors import UserError
-from ofa_core.fileio import check_out
+from ofakit.ofa_core.errors import UserError
+from ofakit.ofa_core.fileio import check_out
 
 
 def _device(value: Optional[str], threads: Optional[int]) -> Optional[str]:
@@ -45,7 +45,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Train an OFA supernet by progressive shrinking with distillation, phase by phase."""
         check_out(out, "folder")
-        from ofa_core.train import ProgressiveShrinking, init_distributed, load_config, resolve_config, shutdown
+        from ofakit.ofa_core.train import ProgressiveShrinking, init_distributed, load_config, resolve_config, shutdown
 
         path = resolve_config(config)
         cfg = load_config(path)
@@ -83,10 +83,10 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Measure N random subnets (BN re-estimated, held-out split) into JSONL {ks, e, d, r, width, acc}."""
         check_out(out, "file")
-        from ofa_core.supernet import OFAMobileNetV3
-        from ofa_core.train import build_accuracy_dataset, init_distributed, load_config, resolve_config, shutdown
-        from ofa_core.train.checkpoint import load_model_state, model_state
-        from ofa_core.train.data import make_splits, open_source
+        from ofakit.ofa_core.supernet import OFAMobileNetV3
+        from ofakit.ofa_core.train import build_accuracy_dataset, init_distributed, load_config, resolve_config, shutdown
+        from ofakit.ofa_core.train.checkpoint import load_model_state, model_state
+        from ofakit.ofa_core.train.data import make_splits, open_source
 
         cfg_path = resolve_config(config) if config else checkpoint.parent.parent / "config.yaml"
         if not cfg_path.exists():

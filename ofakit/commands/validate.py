@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from ofa_core.fileio import check_out
+from ofakit.ofa_core.fileio import check_out
 
 from . import devices as remote_cli
 

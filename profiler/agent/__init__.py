@@ -1,4 +1,4 @@
-"""The on-board measurement agent (:mod:`profiler.agent.ofakit_agent`): one self-contained file that local
+"""The on-board measurement agent (:mod:`ofakit.profiler.agent.ofakit_agent`): one self-contained file that local
 runners import and the SSH runner uploads to boards."""
 from pathlib import Path
 

@@ -20,7 +20,7 @@ import sys
 import warnings
 from typing import Any, Callable, TypeVar
 
-from ofa_core.errors import UserError
+from ofakit.ofa_core.errors import UserError
 
 from ..agent import AGENT_FILE
 from ..items import Item
@@ -42,7 +42,7 @@ def register_backend(name: str) -> Callable[[B], B]:
 
 
 class Backend:
-    """Base class. ``format`` names the model files (and the exporter in :data:`ofa_core.export.EXPORTERS`)."""
+    """Base class. ``format`` names the model files (and the exporter in :data:`ofakit.ofa_core.export.EXPORTERS`)."""
 
     name: str = ""
     format: str = ""
@@ -70,23 +70,23 @@ class Backend:
 
     @property
     def direct(self) -> bool:
-        """Whether model files are built straight from the item's ops (:mod:`ofa_core.direct`, milliseconds
+        """Whether model files are built straight from the item's ops (:mod:`ofakit.ofa_core.direct`, milliseconds
         each, weights drawn from the item's seed) rather than exported from torch. A direct build also writes
         the file's packed form (``<file>.ofz``, weights left out) beside it: what a board is sent."""
-        from ofa_core.direct import BUILDERS
+        from ofakit.ofa_core.direct import BUILDERS
 
         return self.format in BUILDERS
 
     def build(self, item: Item, path: str) -> None:
         """Write ``item`` as a model file at ``path`` (atomically)."""
         if self.direct:
-            from ofa_core.direct import BUILDERS, PACKED_SUFFIX
+            from ofakit.ofa_core.direct import BUILDERS, PACKED_SUFFIX
 
             BUILDERS[self.format](item.ops(), path, seed=item.seed, batch=self.batch, pack_to=path + PACKED_SUFFIX)
             return
         import torch
 
-        from ofa_core.export import EXPORTERS
+        from ofakit.ofa_core.export import EXPORTERS
 
         module, example = item.module()
         EXPORTERS[self.format](module, torch.randn(self.batch, *example.shape[1:]), path)
@@ -94,7 +94,7 @@ class Backend:
     def build_tag(self) -> str:
         """Changes whenever files built by this backend would differ (names the model cache folder)."""
         if self.direct:
-            from ofa_core.direct import BUILD_VERSION
+            from ofakit.ofa_core.direct import BUILD_VERSION
 
             return f"{self.format}-direct{BUILD_VERSION}"
         import torch

@@ -1,4 +1,4 @@
-"""onnxruntime on the CPU: ONNX files built straight from the ops (:mod:`ofa_core.direct`, the graph torch's
+"""onnxruntime on the CPU: ONNX files built straight from the ops (:mod:`ofakit.ofa_core.direct`, the graph torch's
 exporter writes), timed by the agent's worker."""
 from __future__ import annotations
 

@@ -45,7 +45,7 @@ class OnnxRuntimeCUDA(OnnxRuntimeCPU):
     def from_options(cls, text: str) -> "OnnxRuntimeCUDA":
         opts = CudaOptions.parse(text)
         if opts != CudaOptions(batch=opts.batch):
-            from ofa_core.errors import UserError
+            from ofakit.ofa_core.errors import UserError
 
             raise UserError(f"onnxruntime-cuda: only a batch option (b<N>) is supported, got {text!r}")
         return cls(opts.batch)

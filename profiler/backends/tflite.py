@@ -1,5 +1,5 @@
 """TFLite with its XNNPACK CPU delegate: files built straight from the ops with the TFLite schema
-(:mod:`ofa_core.direct`, the graph litert-torch writes), timed by the agent's worker (which accepts ai_edge_litert or
+(:mod:`ofakit.ofa_core.direct`, the graph litert-torch writes), timed by the agent's worker (which accepts ai_edge_litert or
 tflite_runtime)."""
 from __future__ import annotations
 

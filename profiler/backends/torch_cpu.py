@@ -1,6 +1,6 @@
 """torch eager on the CPU. The "model file" is the item's JSON description; the worker (``python -m
-profiler.backends.torch_cpu --threads N``) rebuilds the module from :mod:`ofa_core.static` and times it with
-the agent's own timing loop (:func:`profiler.agent.ofakit_agent.serve`)."""
+profiler.backends.torch_cpu --threads N``) rebuilds the module from :mod:`ofakit.ofa_core.static` and times it with
+the agent's own timing loop (:func:`ofakit.profiler.agent.ofakit_agent.serve`)."""
 from __future__ import annotations
 
 import argparse
@@ -8,7 +8,7 @@ import json
 import sys
 from typing import Any, Callable
 
-from device_profiles import atomic_write_text
+from ofakit.device_profiles import atomic_write_text
 
 from ..items import Item
 from . import Backend, register_backend

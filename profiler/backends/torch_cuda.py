@@ -7,8 +7,8 @@ tensors), ``bench`` (``cudnn.benchmark``: cuDNN times its algorithms per shape; 
 ms per new shape and a full profile has thousands of shapes) and ``sync`` (time ops like subnets, see below).
 
 Model files are the item's JSON description (shared with the ``torch`` CPU backend). The timing worker
-(``python -m profiler.backends.torch_cuda --options graph-b64``) first brings the GPU up to speed (matrix products
-until their time stops dropping), then per item rebuilds the module from :mod:`ofa_core.static`, folds BatchNorm
+(``python -m ofakit.profiler.backends.torch_cuda --options graph-b64``) first brings the GPU up to speed (matrix products
+until their time stops dropping), then per item rebuilds the module from :mod:`ofakit.ofa_core.static`, folds BatchNorm
 into the convs (as deployed) and moves it to the GPU with a random input of the batch size, and:
 
 * eager: calls the module's forward (batch-1 latency is then bound by kernel launches, not FLOPs);
@@ -41,7 +41,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Sequence
 
-from ofa_core.errors import UserError
+from ofakit.ofa_core.errors import UserError
 
 from ..agent.ofakit_agent import TimingSettings
 from ..items import OP, Item
@@ -319,7 +319,7 @@ def prepare(item: Item, options: CudaOptions, device: str = "cuda") -> tuple[Any
     module is built on ``device`` (weights initialised there, no host-to-device copies)."""
     import torch
 
-    from ofa_core.export import fold_bn
+    from ofakit.ofa_core.export import fold_bn
 
     with torch.device(device):
         module, example = item.module()

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from profiler.backends import board_backends
+from ofakit.profiler.backends import board_backends
 
 from .inventory import Device
 from .ssh import Connection, RemoteError

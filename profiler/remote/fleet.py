@@ -15,14 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from ofa_core.errors import UserError
-from ofa_core.ops import enumerate_ops
-from ofa_core.space import space_for_width
-from profiler.backends import get_backend
-from profiler.builder import Builder
-from profiler.devices import RemoteSettings, Runner, board_target
-from profiler.items import Item
-from profiler.pipeline import ProfileRequest
+from ofakit.ofa_core.errors import UserError
+from ofakit.ofa_core.ops import enumerate_ops
+from ofakit.ofa_core.space import space_for_width
+from ofakit.profiler.backends import get_backend
+from ofakit.profiler.builder import Builder
+from ofakit.profiler.devices import RemoteSettings, Runner, board_target
+from ofakit.profiler.items import Item
+from ofakit.profiler.pipeline import ProfileRequest
 
 from .inventory import Device
 
@@ -113,10 +113,10 @@ def profile_boards(boards: Sequence[tuple[Device, ProfileRequest]], remote: Remo
                    console: Any = None, raise_single: bool = True) -> list[BoardOutcome]:
     """Profile boards in parallel, each with its own request (device, backend and threads filled in; used to
     build the models once per backend before the boards start). ``run_one(request, runner, log)`` profiles one
-    board with the runner :func:`profiler.devices.board_target` gives it and returns the saved profile's folder.
+    board with the runner :func:`ofakit.profiler.devices.board_target` gives it and returns the saved profile's folder.
     With one board and ``raise_single`` its error is raised (one clear line); otherwise errors land in the
     outcomes and the summary table."""
-    from device_profiles import load_profile
+    from ofakit.device_profiles import load_profile
 
     if not boards:
         raise UserError("no devices to profile")

@@ -24,7 +24,7 @@ Format (every key but ``devices`` is optional)::
 A device's settings are, lowest first: built-in defaults, ``defaults:``, the ``vars`` of each group it belongs
 to (two groups that set one field differently are an error), the device's own keys. A device's group names
 count as tags, so ``--tag pi4s`` selects both boards above. Passwords are never stored: authentication uses
-key files or ssh-agent only. Every mistake is a :class:`~ofa_core.errors.UserError` whose one line names the
+key files or ssh-agent only. Every mistake is a :class:`~ofakit.ofa_core.errors.UserError` whose one line names the
 file, the device and the field.
 """
 from __future__ import annotations
@@ -36,7 +36,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from ofa_core.errors import UserError
+from ofakit.ofa_core.errors import UserError
 
 INVENTORY_ENV = "OFAKIT_INVENTORY"
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -137,7 +137,7 @@ def _validate_fields(where: str, raw: Mapping[str, Any]) -> dict[str, Any]:
                 raise bad("an integer thread count 1..256")
             out[key] = value
         elif key == "backend":
-            from profiler.backends import board_backends
+            from ofakit.profiler.backends import board_backends
 
             if value not in board_backends():
                 raise bad(f"one of {', '.join(board_backends())}")
@@ -197,7 +197,7 @@ def parse_inventory(data: Any, path: Path) -> Inventory:
         raise InventoryError(f"{f}: version {top['version']!r} is not supported (this ofakit reads version 1)")
     defaults = _validate_fields(f"{f}: defaults", _mapping(f"{f}: defaults", top.get("defaults"), "defaults"))
     devices_raw = _mapping(f, top.get("devices"), "'devices'")
-    from profiler.runner import LOCAL_DEVICES
+    from ofakit.profiler.runner import LOCAL_DEVICES
 
     for name in devices_raw:
         _check_name(f"{f}: devices", "device", name)
@@ -249,7 +249,7 @@ def parse_inventory(data: Any, path: Path) -> Inventory:
 
 def load_inventory(path: str | os.PathLike | None = None) -> Inventory:
     """Read and validate the inventory at ``path`` (default: :func:`default_inventory_path`)."""
-    from ofa_core.strict import load_yaml
+    from ofakit.ofa_core.strict import load_yaml
 
     p = Path(path).expanduser() if path is not None else default_inventory_path()
     if not p.exists() and not p.is_symlink():

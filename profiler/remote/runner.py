@@ -33,10 +33,10 @@ from typing import Any, Callable, Mapping
 
 import paramiko
 
-from device_profiles import atomic_write_text
-from ofa_core.direct import PACKED_SUFFIX
-from profiler.agent import AGENT_FILE
-from profiler.agent import ofakit_agent as agent
+from ofakit.device_profiles import atomic_write_text
+from ofakit.ofa_core.direct import PACKED_SUFFIX
+from ofakit.profiler.agent import AGENT_FILE
+from ofakit.profiler.agent import ofakit_agent as agent
 
 from .check import run_probe
 from .inventory import Device

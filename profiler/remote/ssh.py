@@ -27,8 +27,8 @@ from typing import BinaryIO, Callable, Iterable, Mapping, Sequence
 
 import paramiko
 
-from device_profiles import atomic_write_text
-from ofa_core.errors import UserError, literal
+from ofakit.device_profiles import atomic_write_text
+from ofakit.ofa_core.errors import UserError, literal
 
 from .inventory import Device
 
