@@ -46,7 +46,8 @@ def search(accuracy: Any, profiles: "Sequence[str] | str" = (), latency: "Sequen
     latency = [latency] if isinstance(latency, (int, float)) else list(latency)
     res = tuple(resolutions or OFA_RESOLUTIONS)
     constraints, width = build_constraints(profiles, latency, flops, params, config.pop("width", None), res,
-                                           predictor=predictor, saved=saved)
+                                           predictor=predictor, saved=saved,
+                                           accuracy_width=getattr(accuracy, "width_", None))
     with threadpool_limits(1):  # the predictors' small matrix products run fastest on one BLAS thread
         return EvolutionSearch(accuracy, constraints, SearchConfig(resolutions=res, width=width, **config)).run(seed)
 

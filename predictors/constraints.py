@@ -48,13 +48,13 @@ def saved_latency_constraint(folder: str, bound: float) -> tuple["Constraint", f
 def build_constraints(profiles: Sequence[str] = (), latencies: Sequence[float] = (), flops: Optional[float] = None,
                       params: Optional[float] = None, width: Optional[float] = None,
                       resolutions: Sequence[int] = OFA_RESOLUTIONS, sweep: bool = False,
-                      predictor: Optional[str] = None, saved: Sequence[str] = (), default_width: float = 1.0
-                      ) -> tuple[list["Constraint"], float]:
+                      predictor: Optional[str] = None, saved: Sequence[str] = (),
+                      accuracy_width: Optional[float] = None) -> tuple[list["Constraint"], float]:
     """Constraints in order (latency per profile, then per saved predictor folder, then FLOPs and parameters) and
     the width they imply. ``latencies``: one bound per profile and saved predictor in that order; with ``sweep``
     the first one's bound is swept, so it gets none. ``predictor``: the registered predictor every profile uses
-    (default: each profile's :func:`~ofakit.predictors.registry.default_predictor`). ``default_width``: the width when
-    neither a device nor ``width`` names one."""
+    (default: each profile's :func:`~ofakit.predictors.registry.default_predictor`). ``accuracy_width``: the width the
+    accuracy predictor describes (the width when no device nor ``width`` names one; another one is refused)."""
     from ofakit.ofa_core.search import flops_constraint, params_constraint
 
     sources: list[tuple[str, bool]] = [(p, False) for p in profiles] + [(f, True) for f in saved]
@@ -92,7 +92,12 @@ def build_constraints(profiles: Sequence[str] = (), latencies: Sequence[float] =
         if width is not None and abs(width - w) > 1e-9:
             raise ParameterError("width", f"{width} differs from the devices' width {w}")
     else:
-        w = default_width if width is None else width
+        w = (accuracy_width or 1.0) if width is None else width
+    if accuracy_width is not None and abs(accuracy_width - w) > 1e-9:
+        what = f"profile {sources[0][0]!r}" if sources else "the width asked for"
+        raise ParameterError("accuracy_predictor", f"it predicts the width-{accuracy_width:g} supernet, {what} "
+                                                   f"describes width {w:g}; use a predictor fitted on width-{w:g} "
+                                                   f"subnets")
     if flops is not None:
         constraints.append(flops_constraint(flops, w, resolutions))
     if params is not None:

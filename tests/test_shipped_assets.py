@@ -36,7 +36,8 @@ def test_ofa_tutorial_search_on_a_fresh_home(cli, tmp_path, monkeypatch):
 def test_width_mismatch_of_profile_and_predictor_is_refused(cli, tmp_path):
     r = cli("search", "--profile", "cpu-onnxruntime-1t", "--latency", "12", "--accuracy-predictor", "ofa")
     assert r.returncode == 2 and r.stderr.count("\n") == 1
-    assert "width-1.2" in r.stderr and "'cpu-onnxruntime-1t' describes width 1" in r.stderr
+    assert "--accuracy-predictor" in r.stderr and "width-1.2" in r.stderr
+    assert "profile 'cpu-onnxruntime-1t' describes width 1" in r.stderr
 
 
 def test_fitted_mlp_knows_its_width(tmp_path):

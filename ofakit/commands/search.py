@@ -124,17 +124,12 @@ def register(app: typer.Typer) -> None:
         if sweep is not None and out is None:
             raise UserError("--sweep: give --out FILE.csv for the front")
         acc = load_accuracy_predictor(accuracy_predictor)
-        acc_width = getattr(acc, "width_", None)
         saved = [p for p in predictor if is_predictor_folder(p)]
         named = [p for p in predictor if p not in saved]
         if len(named) > 1:
             raise UserError(f"--predictor: name one registered predictor for every --profile, got {named}")
         constraints, w = build_constraints(profile, latency, flops, params, width, res, sweep is not None,
-                                           named[0] if named else None, saved, default_width=acc_width or 1.0)
-        if acc_width is not None and abs(acc_width - w) > 1e-9:
-            what = f"profile {profile[0]!r}" if profile else "--width"
-            raise UserError(f"--accuracy-predictor: {accuracy_predictor!r} predicts the width-{acc_width:g} supernet, "
-                            f"{what} describes width {w:g}; use a predictor fitted on width-{w:g} subnets")
+                                           named[0] if named else None, saved, getattr(acc, "width_", None))
         kw: dict[str, Any] = dict(population=population, parent_ratio=parent_ratio, mutation_ratio=mutation_ratio,
                                   mutate_prob=mutate_prob, resolution_mutate_prob=mutate_prob, resolutions=res, width=w)
         if generations is not None:
