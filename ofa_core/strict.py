@@ -14,7 +14,7 @@ import json
 import math
 import os
 import re
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import yaml
 
@@ -101,8 +101,13 @@ def parse_json(text: str, where: str | os.PathLike, what: str = "") -> Any:
 
 def load_json(path: str | os.PathLike, what: str, error: type[UserError] = FileFormatError) -> Any:
     """:func:`parse_json` of the file at ``path``; errors are ``error`` (the reader's own error class)."""
+    return _load(lambda text, where: parse_json(text, where, what), path, what, error)
+
+
+def _load(parse: Callable[[str, str | os.PathLike], Any], path: str | os.PathLike, what: str,
+          error: type[UserError]) -> Any:
     try:
-        return parse_json(read_text(path, what), path, what)
+        return parse(read_text(path, what), path)
     except FileFormatError as exc:
         raise error(str(exc)) from None
 
@@ -204,10 +209,7 @@ def parse_yaml(text: str, where: str | os.PathLike, what: str = "") -> Any:
 
 def load_yaml(path: str | os.PathLike, what: str, error: type[UserError] = FileFormatError) -> Any:
     """:func:`parse_yaml` of the file at ``path``; errors are ``error`` (the reader's own error class)."""
-    try:
-        return parse_yaml(read_text(path, what), path)
-    except FileFormatError as exc:
-        raise error(str(exc)) from None
+    return _load(parse_yaml, path, what, error)
 
 
 # --- CSV ----------------------------------------------------------------------------------------------------
