@@ -1,4 +1,5 @@
-"""BatchNorm recalibration: re-estimate running statistics of a (sub)network on a few batches of data.
+"""BatchNorm recalibration: re-estimate running statistics of a (sub)network on a few batches of data; and
+BatchNorm folding into the preceding convolutions, as deployed (:func:`fold_bn`).
 
 A subnet shares BN layers with every other subnet of the supernet, so its statistics must be re-estimated before
 it is evaluated (OFA's ``set_running_statistics``). Works on a static network and on the supernet with a subnet
@@ -6,10 +7,12 @@ active; in the supernet only the channels the active subnet uses are re-estimate
 """
 from __future__ import annotations
 
+import copy
 from typing import Iterable
 
 import torch
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from .errors import UserError
 
@@ -68,3 +71,19 @@ def recalibrate_bn(model: nn.Module, batches: Iterable[torch.Tensor], n_batches:
             bn.momentum = momentum
         model.eval()
     return model
+
+
+def fold_bn(model: nn.Module) -> nn.Module:
+    """An eval-mode deep copy of ``model`` with each BatchNorm2d that directly follows a Conv2d inside an
+    ``nn.Sequential`` folded into that conv (the BN becomes ``nn.Identity``)."""
+    folded = copy.deepcopy(model).eval()
+    for seq in folded.modules():
+        if not isinstance(seq, nn.Sequential):
+            continue
+        names = list(seq._modules)
+        for a, b in zip(names, names[1:]):
+            conv, bn = seq._modules[a], seq._modules[b]
+            if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d) and bn.track_running_stats:
+                seq._modules[a] = fuse_conv_bn_eval(conv, bn)
+                seq._modules[b] = nn.Identity()
+    return folded

@@ -172,7 +172,7 @@ def random_weights(ops: Sequence[OpSpec], seed: int) -> Weights:
 
 def module_weights(module: Any) -> Weights:
     """The BN-folded float32 weights of a torch module of :mod:`ofakit.ofa_core.static`, by state-dict name."""
-    from .export import fold_bn
+    from .bn import fold_bn
 
     return {k: v.detach().cpu().numpy().astype(np.float32) for k, v in fold_bn(module).state_dict().items()
             if v.dtype.is_floating_point}

@@ -7,7 +7,6 @@ folder, then ``os.replace``), so a crash never leaves a half-written model behin
 from __future__ import annotations
 
 import contextlib
-import copy
 import io
 import os
 import sys
@@ -19,26 +18,10 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 from torch import nn
-from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from .bn import fold_bn
 from .direct import ONNX_INPUT, ONNX_OUTPUT
 from .errors import UserError
-
-
-def fold_bn(model: nn.Module) -> nn.Module:
-    """An eval-mode deep copy of ``model`` with each BatchNorm2d that directly follows a Conv2d inside an
-    ``nn.Sequential`` folded into that conv (the BN becomes ``nn.Identity``)."""
-    folded = copy.deepcopy(model).eval()
-    for seq in folded.modules():
-        if not isinstance(seq, nn.Sequential):
-            continue
-        names = list(seq._modules)
-        for a, b in zip(names, names[1:]):
-            conv, bn = seq._modules[a], seq._modules[b]
-            if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d) and bn.track_running_stats:
-                seq._modules[a] = fuse_conv_bn_eval(conv, bn)
-                seq._modules[b] = nn.Identity()
-    return folded
 
 
 @contextlib.contextmanager

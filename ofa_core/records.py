@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 from .errors import UserError
 from .space import ArchConfig
-from .strict import parse_json, read_text
+from .strict import FileFormatError, csv_rows, parse_json, read_text
 
 
 def read_accuracy_records(path: str | os.PathLike) -> tuple[list[ArchConfig], list[float]]:
@@ -50,3 +51,39 @@ def parse_csv_arch_row(row: dict[str, Any]) -> dict[str, Any]:
             raise UserError("arch: expected OFA's arch dict as JSON")
         rec = {**{k: v for k, v in rec.items() if k not in ("ks", "e", "d", "r")}, **arch}
     return rec
+
+
+MODEL_SUFFIXES = (".onnx", ".tflite", ".pt", ".pth", ".pb", ".h5")
+ARCH_KEYS = ("ks", "e", "d", "r", "width")
+
+
+def read_arch_records(path: str | os.PathLike) -> list[tuple[str, dict[str, Any]]]:
+    """(label, OFA arch dict) for every subnet in an arch file: one JSON dict, a JSON list of them, JSON lines,
+    or a CSV whose rows hold an ``arch`` column or ``ks, e, d, r`` columns (what ofakit writes)."""
+    path = Path(path)
+    accepted = ("arch files are OFA's arch dict as JSON (one, a JSON list or JSON lines) or a CSV with an arch "
+                "column (a search front, validation.csv); `ofakit sample` writes some")
+    if path.suffix.lower() in MODEL_SUFFIXES:
+        raise UserError(f"{path}: a model file; {accepted}")
+    text = read_text(path, "arch file")
+    try:
+        if path.suffix.lower() == ".csv":
+            rows = [(f"{path}:{no}", parse_csv_arch_row(row)) for no, row in csv_rows(text, path)]
+        else:
+            try:
+                doc = parse_json(text, path)
+                rows = ([(str(path), doc)] if not isinstance(doc, list)
+                        else [(f"{path}[{i}]", d) for i, d in enumerate(doc)])
+            except FileFormatError:  # JSON lines
+                rows = [(f"{path}:{no}", parse_json(line, f"{path}:{no}"))
+                        for no, line in enumerate(text.splitlines(), start=1) if line.strip()]
+    except UserError as exc:
+        raise UserError(f"{exc}; {accepted}") from None
+    out = []
+    for label, rec in rows:
+        if not isinstance(rec, dict) or not {"ks", "e", "d", "r"} <= set(rec):
+            raise UserError(f"{label}: no arch (ks, e, d, r) here; {accepted}")
+        out.append((label, {k: rec[k] for k in ARCH_KEYS if k in rec}))
+    if not out:
+        raise UserError(f"{path}: no arch in the file; {accepted}")
+    return out

@@ -88,6 +88,13 @@ def accuracy_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> AccuracyMetrics:
                            float(stats.spearmanr(y_true, y_pred).statistic), int(y_true.size))
 
 
+def _validation_json(metrics: AccuracyMetrics | None) -> dict[str, Any] | None:
+    """Held-out metrics as stored: a rank correlation undefined for too few subnets (NaN) is ``null``."""
+    if metrics is None:
+        return None
+    return {k: None if isinstance(v, float) and not np.isfinite(v) else v for k, v in vars(metrics).items()}
+
+
 class AccuracyMLP(Estimator):
     """MLP accuracy predictor over an arch encoding; predicts top-1 as a fraction.
 
@@ -221,7 +228,7 @@ class AccuracyMLP(Estimator):
         torch.save(self.state_dict(), buf)
         meta = {"encoding": self.encoding, "hidden": [int(h) for h in self.hidden],
                 "y_mean": self.y_mean_, "y_std": self.y_std_, "params": _json_params(self.get_params()),
-                "validation": vars(self.validation_) if getattr(self, "validation_", None) else None,
+                "validation": _validation_json(getattr(self, "validation_", None)),
                 "width": getattr(self, "width_", None)}
         return save_bundle(folder, KIND, VERSION, meta, {WEIGHTS: buf.getvalue()}, AccuracyMeta)
 
@@ -239,7 +246,8 @@ class AccuracyMLP(Estimator):
             model.y_mean_, model.y_std_ = float(meta["y_mean"]), float(meta["y_std"])
             model.source_ = str(path)
             val = meta.get("validation")
-            model.validation_ = AccuracyMetrics(**val) if val else None
+            model.validation_ = (AccuracyMetrics(**{k: float("nan") if v is None else v for k, v in val.items()})
+                                 if val else None)
             model.width_ = None if meta.get("width") is None else float(meta["width"])
         except (KeyError, TypeError, ValueError) as exc:
             raise PredictorFileError(f"{path}: corrupt accuracy predictor metadata ({exc})") from None

@@ -64,8 +64,8 @@ def test_predict_many_archs_many_profiles(cli, tmp_path):
 
 
 @pytest.mark.parametrize("name,content,msg", [
-    ("net.onnx", b"\x08\x07", "a model file; predict reads arch files"),
-    ("net.bin", b"\x80\xff\x00", "not a text file; predict reads arch files"),
+    ("net.onnx", b"\x08\x07", "a model file; arch files are"),
+    ("net.bin", b"\x80\xff\x00", "arch file is not UTF-8 text"),
     ("x.json", b'{"a": 1}', "no arch (ks, e, d, r) here"),
     ("x.csv", b"a,b\n1,2\n", "no arch (ks, e, d, r) here"),
 ])

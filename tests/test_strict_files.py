@@ -76,10 +76,12 @@ def test_lut_rows_that_would_sum_to_infinity(cli, profile, arch):
 
 
 def test_deep_json_huge_ints_and_long_csv_fields(cli, profile, arch, tmp_path):
+    good = arch.read_text()
     arch.write_text("[" * 100_000 + "]" * 100_000)
     assert "nested" in refused(cli, arch, "predict", str(arch))
     arch.write_text('{"ks": ' + "9" * 5000 + "}")
     assert "too large" in refused(cli, arch, "predict", str(arch))
+    arch.write_text(good)  # a valid arch: now the profile is what is damaged
     (profile / "lut.csv").write_text("key,ms\n" + "x" * 200_000 + ",1\n")
     assert "field larger" in refused(cli, profile, "predict", str(arch), "--profile", str(profile))
     (profile / "lut.csv").write_bytes(b"key,ms\n\xff\xfe,1\n")

@@ -3,8 +3,6 @@
 measured subnets)."""
 from __future__ import annotations
 
-import csv
-import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,49 +36,6 @@ def _save_target(out: Optional[Path], name: Optional[str]) -> Path:
 
 NameOpt = typer.Option(None, "--name", help="Save into your profile folder under this name (use it as "
                                             "--predictor NAME) instead of --out.")
-
-
-MODEL_SUFFIXES = (".onnx", ".tflite", ".pt", ".pth", ".pb", ".h5")
-
-
-def read_arch_records(path: Path) -> list[tuple[str, dict]]:
-    """(label, OFA arch dict) for every subnet in an arch file: one JSON dict, a JSON list of them, JSON lines,
-    or a CSV whose rows hold an ``arch`` column or ``ks, e, d, r`` columns (what ofakit writes)."""
-    from ofakit.ofa_core.records import parse_csv_arch_row
-
-    accepted = ("predict reads arch files: OFA's arch dict as JSON (one, a JSON list or JSON lines) or a CSV with "
-                "an arch column (ofakit search --sweep, validate); `ofakit sample` writes some")
-    if path.suffix.lower() in MODEL_SUFFIXES:
-        raise UserError(f"{path}: a model file; {accepted}")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise UserError(f"{path}: not a text file; {accepted}") from None
-    except OSError as exc:
-        raise UserError(f"{path}: cannot read arch file ({exc.strerror})") from None
-    keys = ("ks", "e", "d", "r", "width")
-    try:
-        if path.suffix.lower() == ".csv":
-            rows = [(f"{path}:{no}", parse_csv_arch_row(row)) for no, row in
-                    enumerate(csv.DictReader(io.StringIO(text)), start=2)]
-        else:
-            try:
-                doc = json.loads(text)
-                rows = ([(str(path), doc)] if not isinstance(doc, list)
-                        else [(f"{path}[{i}]", d) for i, d in enumerate(doc)])
-            except json.JSONDecodeError:
-                rows = [(f"{path}:{no}", json.loads(line)) for no, line in enumerate(text.splitlines(), start=1)
-                        if line.strip()]
-    except (json.JSONDecodeError, UserError) as exc:
-        raise UserError(f"{path}: not an arch file ({exc}); {accepted}") from None
-    out = []
-    for label, rec in rows:
-        if not isinstance(rec, dict) or not {"ks", "e", "d", "r"} <= set(rec):
-            raise UserError(f"{label}: no arch (ks, e, d, r) here; {accepted}")
-        out.append((label, {k: rec[k] for k in keys if k in rec}))
-    if not out:
-        raise UserError(f"{path}: no arch in the file; {accepted}")
-    return out
 
 
 @dataclass
@@ -157,6 +112,8 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print one JSON document instead of a table."),
     ) -> None:
         """Print the predicted latency (ms) of each subnet, with the profile and predictor that gave it."""
+        from ofakit.ofa_core.records import read_arch_records
+
         records = [rec for path in archs for rec in read_arch_records(path)]
         columns = latency_columns(profile or [], predictor)
         values = [predict_column(col, records, width) for col in columns]

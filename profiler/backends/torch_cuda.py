@@ -319,7 +319,7 @@ def prepare(item: Item, options: CudaOptions, device: str = "cuda") -> tuple[Any
     module is built on ``device`` (weights initialised there, no host-to-device copies)."""
     import torch
 
-    from ofakit.ofa_core.export import fold_bn
+    from ofakit.ofa_core.bn import fold_bn
 
     with torch.device(device):
         module, example = item.module()
