@@ -170,6 +170,10 @@ stop() {
     pids=$(board_pids)
     [ -z "$pids" ] || kill -9 $pids 2>/dev/null || true
   fi
+  if [ -f "$board/var/log/ofakit-sshd.log" ]; then   # kept for a look after the board is gone
+    mkdir -p "$state"
+    cp "$board/var/log/ofakit-sshd.log" "$state/sshd.log"
+  fi
   umount_under "$board"
   rm -rf "$layer"
   rm -f "$state/devices.yaml"
