@@ -232,8 +232,11 @@ def test_probe_reports_a_runtime_whose_import_segfaults_standin(tmp_path):
                                check=True, capture_output=True, text=True).stdout.strip())
     (site / "onnxruntime").mkdir()
     (site / "onnxruntime" / "__init__.py").write_text("import os, signal\nos.kill(os.getpid(), signal.SIGSEGV)\n")
-    res = subprocess.run([str(py), "-I", "-", "full"], input=PROBE.read_text(), capture_output=True, text=True,
-                         check=True)
+    from ofakit.profiler.remote.check import RUNTIME_MODULES
+
+    modules = sorted({m for ms in RUNTIME_MODULES.values() for m in ms})  # what `devices check` asks the probe
+    res = subprocess.run([str(py), "-I", "-", "full", *modules], input=PROBE.read_text(), capture_output=True,
+                         text=True, check=True)
     info = json.loads(res.stdout)
     assert info["packages"]["onnxruntime"] == {"error": "import crashed Python (SIGSEGV)", "crashed": "SIGSEGV"}
     assert "No module named" in info["packages"]["numpy"]["error"]
