@@ -2,11 +2,13 @@
 (top-1 as a fraction). Written by ``ofakit accuracy-dataset``, read by the accuracy predictor."""
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
 
 from .errors import UserError
+from .fileio import atomic_write_text, staged_folder
 from .space import ArchConfig
 from .strict import FileFormatError, csv_rows, parse_json, read_text
 
@@ -87,3 +89,28 @@ def read_arch_records(path: str | os.PathLike) -> list[tuple[str, dict[str, Any]
     if not out:
         raise UserError(f"{path}: no arch in the file; {accepted}")
     return out
+
+
+def arch_line(arch: dict[str, Any]) -> str:
+    """One arch dict as one line of JSON (the form ``ofakit sample`` writes)."""
+    return json.dumps(arch, separators=(", ", ": "))
+
+
+def write_arch_file(archs: list[dict[str, Any]], out: str | os.PathLike) -> str:
+    """Write arch dicts as FILE.json (one arch, or a JSON list), FILE.jsonl (JSON lines) or a folder of
+    ``arch-000.json`` ... (written whole); returns what was written, in words."""
+    out = Path(out)
+    lines = [arch_line(a) for a in archs]
+    if out.suffix == ".jsonl":
+        atomic_write_text(out, "\n".join(lines) + "\n")
+        return f"wrote {len(archs)} archs to {out}"
+    if out.suffix == ".json":
+        atomic_write_text(out, (lines[0] if len(archs) == 1 else "[\n" + ",\n".join(lines) + "\n]") + "\n")
+        return f"wrote {len(archs)} arch{'s' if len(archs) > 1 else ''} to {out}"
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out}: is a file; give a folder, FILE.json or FILE.jsonl")
+    names = [f"arch-{i:03d}.json" for i in range(len(archs))]
+    with staged_folder(out) as tmp:
+        for name, line in zip(names, lines):
+            atomic_write_text(tmp / name, line + "\n")
+    return f"wrote {names[0]}..{names[-1]} to {out}/" if len(names) > 1 else f"wrote {out / names[0]}"

@@ -1,7 +1,9 @@
 """Short entry points of the Python API (``from ofakit import sample_archs, search``): a sample of subnets for a
-device profile, and one search over the constraints :func:`ofakit.predictors.constraints.build_constraints` makes."""
+device profile, latency columns over profiles (what ``ofakit predict`` prints), and one search over the
+constraints :func:`ofakit.predictors.constraints.build_constraints` makes."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 if TYPE_CHECKING:
@@ -27,6 +29,60 @@ def sample_archs(n: int, profile: "Profile | str | None" = None, *, width: Optio
         resolutions = prof.meta.resolutions if resolutions is None else resolutions
     return sample_batch(np.random.default_rng(seed), n, space_for_width(1.0 if width is None else width),
                         resolutions)
+
+
+@dataclass(frozen=True)
+class LatencyColumn:
+    """A latency predictor on a profile (or a self-contained saved predictor), with where its numbers come from."""
+
+    title: str
+    profile: Optional[str]
+    kind: str
+    source: str
+    predictor: Any
+    width: float
+
+    def predict(self, records: Sequence[tuple[str, dict]], width: Optional[float] = None) -> list[float]:
+        """Predicted ms of every (label, OFA arch dict) (archs without a width take ``width``, else the column's)."""
+        from ofakit.ofa_core.errors import ArchError, UserError
+        from ofakit.ofa_core.space import ArchBatch, ArchConfig
+
+        configs = []
+        for label, d in records:
+            try:
+                configs.append(ArchConfig.from_ofa_dict(d, width, self.width))
+            except ArchError as exc:
+                raise UserError(f"{label}: {exc}") from None
+        by_width: dict[float, list[int]] = {}
+        for i, c in enumerate(configs):
+            by_width.setdefault(c.width, []).append(i)
+        ms = [0.0] * len(configs)
+        for idx in by_width.values():
+            for i, v in zip(idx, self.predictor.predict(ArchBatch.from_configs([configs[i] for i in idx]))):
+                ms[i] = float(v)
+        return ms
+
+
+def latency_columns(profiles: Sequence[str] = (), predictor: Optional[str] = None) -> list[LatencyColumn]:
+    """One latency column per profile (default: the default profile, this CPU's) with ``predictor`` (default: each
+    profile's :func:`~ofakit.predictors.registry.default_predictor`), or one for a saved predictor."""
+    from ofakit.device_profiles import DEFAULT_PROFILE, load_profile
+    from ofakit.ofa_core.errors import ParameterError
+    from ofakit.predictors.registry import create_predictor, default_predictor, list_predictors
+
+    if predictor is not None and predictor not in list_predictors(saved=False):
+        pred = create_predictor(predictor)
+        if profiles:
+            raise ParameterError("profile", "a saved predictor carries its own device data; leave the profile out")
+        return [LatencyColumn(predictor, None, predictor, f"saved predictor {predictor}", pred,
+                              float(getattr(pred, "width_", 1.0)))]
+    cols = []
+    for name in profiles or [DEFAULT_PROFILE]:
+        prof = load_profile(name)
+        kind = predictor or default_predictor(prof)
+        cols.append(LatencyColumn(prof.name, prof.name, kind, f"profile {prof.name} ({prof.path}), predictor {kind}",
+                                  create_predictor(kind, prof), prof.meta.width))
+    return cols
 
 
 def search(accuracy: Any, profiles: "Sequence[str] | str" = (), latency: "Sequence[float] | float" = (), *,

@@ -128,7 +128,7 @@ def test_fit_latency_cli_and_predict_with_it(env, tmp_path, capsys):
     ms = float(capsys.readouterr().out.split()[0])
     assert abs(ms / rows[0]["latency_ms"]["titan_rtx_64"] - 1) < 0.15
     assert main(["predict", str(tmp_path / "arch.json"), "--predictor", str(out), "--profile", "note10"]) == 2
-    assert "leave --profile out" in capsys.readouterr().err
+    assert "leave the profile out" in capsys.readouterr().err
     assert main(["fit-latency", str(data), "--out", str(out), "--model", "svm"]) == 2
     assert "model: expected one of" in capsys.readouterr().err
 

@@ -4,9 +4,8 @@ measured subnets)."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import List, Optional
 
 import typer
 
@@ -38,59 +37,6 @@ NameOpt = typer.Option(None, "--name", help="Save into your profile folder under
                                             "--predictor NAME) instead of --out.")
 
 
-@dataclass
-class Column:
-    """One column of `ofakit predict`: a predictor on a profile (or a self-contained saved predictor)."""
-
-    title: str
-    profile: Optional[str]
-    kind: str
-    source: str
-    predictor: Any
-    width: float
-
-
-def latency_columns(profiles: List[str], predictor: Optional[str]) -> list[Column]:
-    """The predictors `predict` reports, one per profile (default: this CPU's), or the saved one."""
-    from ofakit.device_profiles import DEFAULT_PROFILE, load_profile
-    from ofakit.predictors.registry import create_predictor, default_predictor, list_predictors
-
-    if predictor is not None and predictor not in list_predictors(saved=False):
-        pred = create_predictor(predictor)
-        if profiles:
-            raise UserError("--profile: a saved predictor carries its own device data; leave --profile out")
-        return [Column(predictor, None, predictor, f"saved predictor {predictor}", pred,
-                       float(getattr(pred, "width_", 1.0)))]
-    cols = []
-    for name in profiles or [DEFAULT_PROFILE]:
-        prof = load_profile(name)
-        kind = predictor or default_predictor(prof)
-        cols.append(Column(prof.name, prof.name, kind, f"profile {prof.name} ({prof.path}), predictor {kind}",
-                           create_predictor(kind, prof), prof.meta.width))
-    return cols
-
-
-def predict_column(col: Column, records: list[tuple[str, dict]], width: Optional[float]) -> list[float]:
-    """Predicted ms of every (label, arch dict) on one column (archs without a width take the column's)."""
-    from ofakit.ofa_core.errors import ArchError
-    from ofakit.ofa_core.space import ArchBatch, ArchConfig
-
-    configs = []
-    for label, d in records:
-        try:
-            configs.append(ArchConfig.from_ofa_dict(d, width, col.width))
-        except ArchError as exc:
-            raise UserError(f"{label}: {exc}") from None
-    by_width: dict[float, list[int]] = {}
-    for i, c in enumerate(configs):
-        by_width.setdefault(c.width, []).append(i)
-    ms = [0.0] * len(configs)
-    for idx in by_width.values():
-        for i, v in zip(idx, col.predictor.predict(ArchBatch.from_configs([configs[i] for i in idx]))):
-            ms[i] = float(v)
-    return ms
-
-
 def register(app: typer.Typer) -> None:
     """Add `predict`, `fit-accuracy`, `fit-latency` and `fit-few-shot` to `app`."""
 
@@ -112,11 +58,12 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print one JSON document instead of a table."),
     ) -> None:
         """Print the predicted latency (ms) of each subnet, with the profile and predictor that gave it."""
+        from ofakit.api import latency_columns
         from ofakit.ofa_core.records import read_arch_records
 
         records = [rec for path in archs for rec in read_arch_records(path)]
         columns = latency_columns(profile or [], predictor)
-        values = [predict_column(col, records, width) for col in columns]
+        values = [col.predict(records, width) for col in columns]
         if as_json:
             typer.echo(json.dumps({"columns": [{"profile": c.profile, "predictor": c.kind, "source": c.source}
                                                for c in columns],
