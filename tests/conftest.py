@@ -13,14 +13,18 @@ from emulated_boards import NOT_ROOT, Boards
 _BOARDS = pytest.StashKey[Boards]()
 
 
-def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list) -> None:
-    """Emulated-board tests run last, and their boards start now (as root): the two root file systems build
-    while the other tests run."""
+def pytest_collection_modifyitems(items: list) -> None:
+    """Emulated-board tests run last (their boards start at the end of collection and build meanwhile)."""
     items.sort(key=lambda item: item.get_closest_marker("board") is not None)
-    wanted = any(item.get_closest_marker("board") for item in items)
-    if wanted and os.geteuid() == 0 and not config.option.collectonly:
-        config.stash[_BOARDS] = Boards()
-        config.stash[_BOARDS].start_all()
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Start the boards (as root) when a selected test needs them: after -k/-m deselection, so that a session
+    without board tests never touches a board that another session may be using."""
+    wanted = any(item.get_closest_marker("board") for item in session.items)
+    if wanted and os.geteuid() == 0 and not session.config.option.collectonly:
+        session.config.stash[_BOARDS] = Boards()
+        session.config.stash[_BOARDS].start_all()
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
