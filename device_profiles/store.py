@@ -8,9 +8,11 @@ shipped one shadows it (said once per process on stderr).
 from __future__ import annotations
 
 import functools
+import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from ofakit.ofa_core.errors import UserError
 
@@ -86,3 +88,64 @@ def find(name: str, marker: str = "profile.json") -> Path | None:
 @functools.lru_cache(maxsize=None)
 def _shadow_notice(folder: str, name: str) -> None:
     print(f"ofakit: note: using your profile {folder}, which shadows the shipped profile {name!r}", file=sys.stderr)
+
+
+SOURCES = {"measured": "measured", "ofa-import": "imported", "few-shot": "few-shot",
+           "latency-regressor": "fitted"}
+"""How a profile or saved predictor came to be, by its ``source`` prefix or predictor kind."""
+
+
+def source_kind(raw: str) -> str:
+    """``measured``, ``imported``, ``few-shot``, ``fitted`` from a ``source`` field or predictor kind."""
+    return SOURCES.get(raw.split(":")[0], raw or "?")
+
+
+def validation_text(val: dict[str, Any]) -> str:
+    """``n=100 ±10%: 100% RMSE 4.0% (calibrated)`` from a profile's stored validation figures, or ``-``."""
+    for row, label in (("corrected", "calibrated"), ("raw", "LUT sum")):
+        m = val.get(row)
+        if isinstance(m, dict) and "within10" in m:
+            return f"n={val.get('n', m.get('n', '?'))} ±10%: {m['within10']:.0f}% RMSE {m['rmse_pct']:.1f}% ({label})"
+    return "-"
+
+
+def resolutions_text(res: list[int]) -> str:
+    """``128:224:4`` for an evenly spaced list, else ``160,176,224``."""
+    if len(res) > 2 and len({b - a for a, b in zip(res, res[1:])}) == 1:
+        return f"{res[0]}:{res[-1]}:{res[1] - res[0]}"
+    return ",".join(str(r) for r in res)
+
+
+def describe(folder: Path) -> dict[str, Any]:
+    """One row of `profiles list` for a profile or saved predictor folder (a damaged one says so)."""
+    where = "shipped" if is_shipped(folder) else "yours"
+    row: dict[str, Any] = {"name": folder.name, "where": where, "path": str(folder)}
+    try:
+        if (folder / "profile.json").is_file():
+            meta = json.loads((folder / "profile.json").read_text(encoding="utf-8"))
+            env = meta.get("environment") or {}
+            row.update(device=meta.get("device", ""), backend=meta.get("backend", ""),
+                       threads=meta.get("threads"), width=meta.get("width"),
+                       resolutions=resolutions_text(list(meta.get("resolutions") or [])),
+                       source=source_kind(str(meta.get("source", ""))), validation=validation_text(meta.get("validation") or {}),
+                       emulated="yes" if env.get("emulated") else "no",
+                       calibrated="yes" if meta.get("calibration") else "no")
+        else:
+            body = json.loads((folder / "predictor.json").read_text(encoding="utf-8"))
+            meta = body.get("meta") or {}
+            row.update(device="", backend="", threads=None, width=meta.get("width"), resolutions="",
+                       source=source_kind(str(body.get("kind", ""))), validation="-", emulated="no", calibrated="-")
+    except (OSError, ValueError, AttributeError, TypeError) as exc:
+        row.update(source=f"damaged ({exc.__class__.__name__})")
+    return row
+
+
+def catalog() -> list[dict[str, Any]]:
+    """:func:`describe` of every profile and saved predictor by name, yours shadowing shipped ones."""
+    rows, found = [], entries()
+    for folders in (found[name] for name in sorted(found)):
+        row = describe(folders[0])
+        if len(folders) > 1:
+            row["where"] += f" (shadows {describe(folders[1])['where']})"
+        rows.append(row)
+    return rows

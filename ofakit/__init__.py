@@ -27,7 +27,8 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "ofakit.profiler.pipeline": ("ProfileRequest",),
     "ofakit.workflows": ("find_profile", "few_shot", "make_job", "profile", "profile_devices", "recalibrate"),
     "ofakit.validation": ("ValidationReport", "validate_profile"),
-    "ofakit.api": ("LatencyColumn", "front_frame", "latency_columns", "sample_archs", "search"),
+    "ofakit.api": ("LatencyColumn", "ProfileComparison", "compare_profiles", "front_frame", "latency_columns",
+                   "sample_archs", "search"),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = sorted(_WHERE)

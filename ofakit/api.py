@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
 
     from ofakit.device_profiles import Profile
@@ -115,3 +116,55 @@ def front_frame(results: Sequence["SearchResult"], bounds: Sequence[float]) -> "
 
     return pd.DataFrame([{"bound": b, "accuracy": r.accuracy, **r.values, "evaluations": r.evaluations,
                           "seconds": r.seconds, "arch": r.arch.to_json()} for b, r in zip(bounds, results)])
+
+
+@dataclass(frozen=True)
+class ProfileComparison:
+    """The same random subnets predicted on two profiles (each with its default predictor)."""
+
+    a: str
+    b: str
+    kinds: tuple[str, str]
+    width: float
+    resolutions: list[int]
+    archs: "ArchBatch"
+    ms_a: "np.ndarray"
+    ms_b: "np.ndarray"
+
+    @property
+    def ratio(self) -> "np.ndarray":
+        """Latency on ``b`` over latency on ``a``, per subnet."""
+        return self.ms_b / self.ms_a
+
+    @property
+    def spearman(self) -> float:
+        """Rank agreement of the two profiles over the subnets (1: the same order)."""
+        from scipy.stats import spearmanr
+
+        return float(spearmanr(self.ms_a, self.ms_b).statistic)
+
+    def to_frame(self) -> "pd.DataFrame":
+        """One row per subnet: its arch (JSON), ms on each profile and the ratio."""
+        import pandas as pd
+
+        return pd.DataFrame({"arch": [c.to_json() for c in self.archs.to_configs()], f"ms[{self.a}]": self.ms_a,
+                             f"ms[{self.b}]": self.ms_b, "ratio": self.ratio})
+
+
+def compare_profiles(a: "Profile | str", b: "Profile | str", n: int = 1000, seed: int = 0) -> ProfileComparison:
+    """Predict ``n`` random subnets (seeded) at the resolutions both profiles share, on both."""
+    from ofakit.device_profiles import load_profile
+    from ofakit.ofa_core.errors import UserError
+    from ofakit.predictors.registry import create_predictor, default_predictor
+
+    pa, pb = (load_profile(p) if isinstance(p, str) else p for p in (a, b))
+    if pa.meta.width != pb.meta.width:
+        raise UserError(f"profiles {pa.name!r} (width {pa.meta.width}) and {pb.name!r} (width {pb.meta.width}) "
+                        f"describe different supernets; compare profiles of one width")
+    res = sorted(set(pa.meta.resolutions) & set(pb.meta.resolutions))
+    if not res:
+        raise UserError(f"profiles {pa.name!r} and {pb.name!r} share no resolution")
+    archs = sample_archs(n, width=pa.meta.width, resolutions=res, seed=seed)
+    kinds = (default_predictor(pa), default_predictor(pb))
+    ms_a, ms_b = (create_predictor(k, p).predict(archs) for k, p in zip(kinds, (pa, pb)))
+    return ProfileComparison(pa.name, pb.name, kinds, pa.meta.width, res, archs, ms_a, ms_b)
