@@ -3,7 +3,8 @@
 Shipped profiles are read-only package data (this package's ``<name>/`` folders). Everything ofakit writes goes
 to the user's data folder: ``$OFAKIT_PROFILE_DIR``, else ``$XDG_DATA_HOME/ofakit/profiles``, else
 ``~/.local/share/ofakit/profiles``. A name is looked up in the user folder first, so a user profile named like a
-shipped one shadows it (said once per process on stderr).
+shipped one shadows it (said once per process on stderr). :func:`catalog` describes every profile and saved
+predictor found (what ``ofakit profiles list`` prints).
 """
 from __future__ import annotations
 
