@@ -46,3 +46,10 @@ def test_fitted_mlp_knows_its_width(tmp_path):
     model = AccuracyMLP(hidden=(8,), epochs=2, random_state=0).fit(batch, acc)
     assert model.width_ == 1.0
     assert AccuracyMLP.load(model.save(tmp_path / "m")).width_ == 1.0
+
+
+def test_no_shipped_profile_was_measured_under_emulation():
+    """An emulated board's timings are not a device's: such a profile is never shipped as hardware."""
+    shipped = [load_profile(str(p.parent)) for p in store.SHIPPED_DIR.glob("*/profile.json")]
+    assert {p.name for p in shipped} >= {"cpu-onnxruntime-1t", "note10"}
+    assert [p.name for p in shipped if (p.meta.environment or {}).get("emulated")] == []
