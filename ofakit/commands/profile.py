@@ -51,7 +51,8 @@ def measure_cmd(
     fresh: bool = typer.Option(False, "--fresh", help="Discard this profile's journal and measure anew."),
     calibration: int = typer.Option(30, "--calibration-subnets", help="Whole subnets measured to calibrate."),
     seed: int = typer.Option(0, "--seed", help="Seed of the round order and calibration subnets."),
-    jobs: int = typer.Option(2, "--jobs", "-j", help="Model-building processes (backends whose models are not built directly, e.g. torch)."),
+    jobs: int = typer.Option(2, "--jobs", "-j", help="Model-building processes (backends whose models are not "
+                                                     "built directly, e.g. torch)."),
     width: float = typer.Option(1.0, "--width", help="Width multiplier of the supernet."),
     min_time: Optional[float] = typer.Option(None, "--min-time", help="Seconds timed per op and round "
                                                                       "(default 0.03)."),
@@ -142,7 +143,8 @@ def recalibrate_cmd(
     work: Optional[Path] = typer.Option(None, "--work", help="Journal folder (default: cache/work/PROFILE)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Save the recalibrated profile into this folder "
                                                                  "(default: in place, profile.json only)."),
-    jobs: int = typer.Option(2, "--jobs", "-j", help="Model-building processes (backends whose models are not built directly, e.g. torch)."),
+    jobs: int = typer.Option(2, "--jobs", "-j", help="Model-building processes (backends whose models are not "
+                                                     "built directly, e.g. torch)."),
     inventory: Optional[Path] = remote_cli.InventoryOpt, accept_new_host_key: bool = remote_cli.AcceptOpt,
     connect_timeout: float = remote_cli.TimeoutOpt, retries: int = remote_cli.RetriesOpt,
     reconnects: int = remote_cli.ReconnectsOpt,

@@ -22,7 +22,8 @@ def validate_cmd(
                                                                    "(default: runs/validate/PROFILE-seedS-nN)."),
     work: Optional[Path] = typer.Option(None, "--work", help="Journal folder (default: cache/work/PROFILE)."),
     record: bool = typer.Option(False, "--record", help="Store the figures in the profile's profile.json."),
-    jobs: int = typer.Option(2, "--jobs", "-j", help="Model-building processes (backends whose models are not built directly, e.g. torch)."),
+    jobs: int = typer.Option(2, "--jobs", "-j", help="Model-building processes (backends whose models are not "
+                                                     "built directly, e.g. torch)."),
     anchors: int = typer.Option(10, "--anchors", help="Calibration subnets re-measured beside the test "
                                                            "subnets for the device-state factor (0: none)."),
     inventory: Optional[Path] = remote_cli.InventoryOpt, accept_new_host_key: bool = remote_cli.AcceptOpt,
