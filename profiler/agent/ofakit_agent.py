@@ -3,7 +3,8 @@
 
 ONE self-contained file for Python >= 3.9 (the board tests run it on Debian 11's 3.9) that imports only the
 standard library, numpy and the runtime of the chosen backend (``onnxruntime``, or ``ai_edge_litert`` /
-``tflite_runtime`` for TFLite). ofakit's local runners use this same file (the timing loop exists once); the SSH runner uploads it to a board and drives its CLI.
+``tflite_runtime`` for TFLite). ofakit's local runners use this same file (the timing loop exists once); the SSH
+runner uploads it to a board and drives its CLI.
 
 Method: per model, a warm-up (at least ``--warmup-runs`` runs and ``--warmup-time`` seconds), then at least
 ``--min-runs`` runs and ``--min-time`` seconds; a window reports the samples' median, mean, std, IQR, CV, n and
