@@ -11,7 +11,6 @@ from __future__ import annotations
 import fnmatch
 import functools
 import importlib
-import json
 import os
 import pkgutil
 import warnings
