@@ -23,7 +23,7 @@ import numpy as np
 
 from ofakit.device_profiles import Profile, ProfileError, load_profile
 from ofakit.ofa_core.ops import STEM, MissingOpError, OpSpec, SlotTable
-from ofakit.ofa_core.errors import UserError
+from ofakit.ofa_core.errors import UserError, literal
 from ofakit.ofa_core.space import ArchConfig, as_batch, space_for_width
 
 from .base import Archs, checked
@@ -53,9 +53,15 @@ def _source(profile: Profile) -> str:
 
 
 def _predict(profile: Profile, table: SlotTable, archs: Archs) -> np.ndarray:
-    """``table``'s sums for ``archs``, checked; a missing operator or a bad value names the profile's folder."""
+    """``table``'s sums for ``archs``, checked; archs of another width than the profile's, a missing operator or a
+    bad value are one-line errors naming the profile."""
+    batch = as_batch(archs)
+    if abs(batch.width - profile.meta.width) > 1e-9:
+        raise UserError(literal(f"width: profile {profile.name!r} describes the width-{profile.meta.width} supernet, "
+                                f"the arch has width {batch.width}") + f" (pass {{width}} {profile.meta.width})",
+                        params=("width",))
     try:
-        return checked(table.evaluate(as_batch(archs)), _source(profile))
+        return checked(table.evaluate(batch), _source(profile))
     except MissingOpError as exc:
         raise MissingOpError(f"{_source(profile)}: {exc}") from None
 
@@ -107,14 +113,6 @@ def stored_state(profile: Profile) -> dict[str, Any]:
     return state
 
 
-def check_width(profile: Profile, batch: Any) -> Any:
-    """``batch`` if its width is the profile's; else the :class:`UserError` the CLI prints for it."""
-    if abs(batch.width - profile.meta.width) > 1e-9:
-        raise UserError(f"width: profile {profile.name!r} describes the width-{profile.meta.width} supernet, the "
-                        f"arch has width {batch.width} (pass --width {profile.meta.width})")
-    return batch
-
-
 class _Params:
     """scikit-learn's parameter protocol (``get_params``/``set_params`` from ``__init__``'s keyword arguments), so
     :func:`sklearn.base.clone` and sklearn's tools work without importing sklearn here."""
@@ -148,7 +146,7 @@ class LUTPredictor(_Params):
         self.profile = _as_profile(profile)
 
     def predict(self, archs: Archs) -> np.ndarray:
-        return _predict(self.profile, self.profile.table(), check_width(self.profile, as_batch(archs)))
+        return _predict(self.profile, self.profile.table(), archs)
 
 
 @register_predictor("calibrated")
@@ -281,4 +279,4 @@ class CalibratedLUTPredictor(_Params):
         return self._folded
 
     def predict(self, archs: Archs) -> np.ndarray:
-        return _predict(self.profile, self.folded_table(), check_width(self.profile, as_batch(archs)))
+        return _predict(self.profile, self.folded_table(), archs)

@@ -67,10 +67,6 @@ class Target:
     threads: int
     runner: Runner
 
-    @property
-    def local(self) -> bool:
-        return self.device in LOCAL_DEVICES
-
 
 def is_local(device: Optional[str]) -> bool:
     """Whether ``device`` names this machine (its CPU or GPU) rather than a board."""
