@@ -28,7 +28,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "ofakit.workflows": ("find_profile", "few_shot", "make_job", "profile", "profile_devices", "recalibrate"),
     "ofakit.validation": ("ValidationReport", "validate_profile"),
     "ofakit.api": ("LatencyColumn", "ProfileComparison", "compare_profiles", "front_frame", "latency_columns",
-                   "sample_archs", "search"),
+                   "sample_archs", "search", "write_front"),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = sorted(_WHERE)

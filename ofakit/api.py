@@ -4,6 +4,7 @@ constraints :func:`ofakit.predictors.constraints.build_constraints` makes."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 if TYPE_CHECKING:
@@ -11,7 +12,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from ofakit.device_profiles import Profile
-    from ofakit.ofa_core.search import SearchResult
+    from ofakit.ofa_core.search import Constraint, SearchResult
     from ofakit.ofa_core.space import ArchBatch
 
 
@@ -116,6 +117,46 @@ def front_frame(results: Sequence["SearchResult"], bounds: Sequence[float]) -> "
 
     return pd.DataFrame([{"bound": b, "accuracy": r.accuracy, **r.values, "evaluations": r.evaluations,
                           "seconds": r.seconds, "arch": r.arch.to_json()} for b, r in zip(bounds, results)])
+
+
+def write_front(results: Sequence["SearchResult"], bounds: Sequence[float], constraints: Sequence["Constraint"],
+                out: Path) -> tuple[Path, Path]:
+    """A swept front as CSV ``out`` (one row per bound, with the subnet) and a PNG plot beside it, both or
+    neither."""
+    import csv
+    import io
+    import json
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ofakit.ofa_core.fileio import atomic_write_text, staged_folder
+
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    names = [c.name for c in constraints]
+    w.writerow(["bound", "accuracy", *names, "evaluations", "seconds", "arch"])
+    for b, r in zip(bounds, results):
+        w.writerow([b, f"{r.accuracy:.6f}", *(f"{r.values[n]:.6g}" for n in names), r.evaluations,
+                    f"{r.seconds:.3f}", json.dumps(r.arch.to_dict(), separators=(",", ":"))])
+    png = out.with_suffix(".png")
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    acc = [100 * r.accuracy for r in results]
+    got = [r.values[names[0]] for r in results]
+    ax.step(bounds, acc, where="post", color="tab:blue", label="best accuracy within budget")
+    ax.plot(got, acc, "o", color="tab:orange", label="subnet found (its latency)")
+    ax.set_xlabel(f"{names[0]} budget ({constraints[0].unit})")
+    ax.set_ylabel("predicted top-1 (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    with staged_folder(out.parent, last=out.name) as tmp:  # both files or neither
+        fig.savefig(tmp / png.name)
+        atomic_write_text(tmp / out.name, buf.getvalue())
+    plt.close(fig)
+    return out, png
 
 
 @dataclass(frozen=True)

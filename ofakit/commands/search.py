@@ -9,16 +9,13 @@ Examples::
 """
 from __future__ import annotations
 
-import csv
-import io
-import json
 from pathlib import Path
 from typing import Any, List, Optional
 
 import typer
 
 from ofakit.ofa_core.errors import UserError
-from ofakit.ofa_core.fileio import check_out, staged_folder
+from ofakit.ofa_core.fileio import check_out
 
 OFA_RESOLUTIONS = "160,176,192,208,224"  # predictors.constraints.OFA_RESOLUTIONS, as the option's text
 
@@ -33,40 +30,6 @@ def parse_sweep(text: str) -> list[float]:
         raise UserError(f"--sweep: need 0 < LO <= HI and STEP > 0, got {text!r}")
     n = int((hi - lo) / step + 1e-9) + 1
     return [round(lo + i * step, 10) for i in range(n)]
-
-
-def write_front(results: list, bounds: list[float], constraints: list, out: Path) -> tuple[Path, Path]:
-    """The sweep as CSV (one row per bound, with the subnet) and a PNG plot beside it."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from ofakit.device_profiles import atomic_write_text
-
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    names = [c.name for c in constraints]
-    w.writerow(["bound", "accuracy", *names, "evaluations", "seconds", "arch"])
-    for b, r in zip(bounds, results):
-        w.writerow([b, f"{r.accuracy:.6f}", *(f"{r.values[n]:.6g}" for n in names), r.evaluations,
-                    f"{r.seconds:.3f}", json.dumps(r.arch.to_dict(), separators=(",", ":"))])
-    png = out.with_suffix(".png")
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
-    acc = [100 * r.accuracy for r in results]
-    got = [r.values[names[0]] for r in results]
-    ax.step(bounds, acc, where="post", color="tab:blue", label="best accuracy within budget")
-    ax.plot(got, acc, "o", color="tab:orange", label="subnet found (its latency)")
-    ax.set_xlabel(f"{names[0]} budget ({constraints[0].unit})")
-    ax.set_ylabel("predicted top-1 (%)")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
-    fig.tight_layout()
-    with staged_folder(out.parent, last=out.name) as tmp:  # both files or neither
-        fig.savefig(tmp / png.name)
-        atomic_write_text(tmp / out.name, buf.getvalue())
-    plt.close(fig)
-    return out, png
 
 
 def register(app: typer.Typer) -> None:
@@ -114,6 +77,7 @@ def register(app: typer.Typer) -> None:
         from ofakit.ofa_core.search import EvolutionSearch, SearchConfig
         from ofakit.ofa_core.search import sweep as run_sweep
         from ofakit.predictors.accuracy import load_accuracy_predictor
+        from ofakit.api import write_front
         from ofakit.predictors.constraints import build_constraints
         from ofakit.predictors.registry import is_predictor_folder
 
